@@ -1,0 +1,316 @@
+"""The ``driftloop`` command: one subcommand per pipeline stage plus run, config, ui, promote,
+rollback, history. Stage commands are thin: paths come from ``dvc.yaml``, settings from
+``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="driftloop: train, register, monitor, retrain.")
+err = Console(stderr=True)
+out = Console(width=None if Console().is_terminal else 140)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def _load(path: Path):
+    from driftloop.config import load_params
+
+    return load_params(path)
+
+
+def handle_errors(fn):
+    """Bad input ends with exit code 1 and a one-paragraph message naming the file/column/key."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from driftloop.errors import DriftloopError
+
+        try:
+            return fn(*args, **kwargs)
+        except DriftloopError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _rows_progress(description: str, total: int | None):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, transient=False, disable=not err.is_terminal)
+    task = progress.add_task(description, total=total)
+    return progress, lambda n: progress.advance(task, n)
+
+
+@app.command()
+@handle_errors
+def ingest(out_path: Annotated[Path, typer.Option("--out", help="Parquet file to write")], params: ParamsOpt = DEFAULT_PARAMS):
+    """Read the configured source (simulate / csv / parquet / sql) into one Parquet file."""
+    from driftloop.pipeline import run_ingest
+
+    p = _load(params)
+    total = p.simulate.n_rows if p.ingest.source == "simulate" else None
+    progress, advance = _rows_progress(f"ingest ({p.ingest.source})", total)
+    with progress:
+        result = run_ingest(p, str(out_path), advance)
+    for w in result.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {w}")
+    out.print(f"ingest: {result['rows']} rows from {result['source']} -> {out_path}")
+
+
+@app.command()
+@handle_errors
+def validate(
+    data: Annotated[Path, typer.Option(help="ingested Parquet file")],
+    out_path: Annotated[Path, typer.Option("--out", help="validated Parquet file")],
+    report: Annotated[Path, typer.Option(help="validation report (JSON)")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Check the data contract; write warnings to the report and drop unusable columns."""
+    from driftloop.pipeline import run_validate
+
+    result = run_validate(_load(params), str(data), str(out_path), str(report))
+    for w in result["warnings"]:
+        err.print(f"[yellow]warning:[/] {w['message']}" + (f" ({w['action']})" if w["action"] != "none" else ""))
+    out.print(f"validate: {result['rows']} rows, task={result['task']}, {result['n_warnings']} warning(s) -> {report}")
+
+
+@app.command()
+@handle_errors
+def split(
+    data: Annotated[Path, typer.Option(help="validated Parquet file")],
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="folder for train/valid/test.parquet")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Split into train / valid / test (stratified, time-based or grouped)."""
+    from driftloop.pipeline import run_split
+
+    sizes = run_split(_load(params), str(data), str(out_dir))
+    out.print("split: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
+
+
+@app.command()
+@handle_errors
+def tune(
+    split_dir: Annotated[Path, typer.Option("--split-dir", help="folder with train/valid.parquet")],
+    out_path: Annotated[Path, typer.Option("--out", help="best parameters (JSON)")],
+    report: Annotated[Path, typer.Option(help="tuning summary (JSON, a DVC metric)")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Optuna TPE search over LightGBM with pruning; every trial a nested MLflow run."""
+    from driftloop.pipeline import run_tune
+
+    p = _load(params)
+    progress, advance = _rows_progress("tune (trials)", p.tune.n_trials)
+    with progress:
+        result = run_tune(p, str(split_dir), str(out_path), str(report), progress=lambda study, trial: advance(1))
+    out.print(
+        f"tune: best {result['metric']}={result['best_value']:.5f} after {result['n_complete']} complete, "
+        f"{result['n_pruned']} pruned trials ({result['seconds']:.1f}s); study '{result['study_name']}'"
+    )
+
+
+@app.command("tune-worker")
+@handle_errors
+def tune_worker(
+    split_dir: Annotated[Path, typer.Option("--split-dir", help="folder with train/valid.parquet")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Run trials of the shared study (tune.storage must be a database URL); start several in parallel."""
+    from driftloop.errors import DriftloopError
+    from driftloop.pipeline import run_tune_worker
+
+    p = _load(params)
+    if "://" not in p.tune.storage:
+        raise DriftloopError(f"tune.storage must be a database URL for workers (got {p.tune.storage!r})")
+    n = run_tune_worker(p, str(split_dir))
+    out.print(f"tune-worker: study now has {n} finished trials")
+
+
+@app.command()
+@handle_errors
+def train(
+    split_dir: Annotated[Path, typer.Option("--split-dir")],
+    tuned: Annotated[Path, typer.Option(help="best parameters from tune (JSON)")],
+    validation: Annotated[Path, typer.Option(help="validation report to attach to the run")],
+    model: Annotated[Path, typer.Option(help="model pickle to write")],
+    baselines: Annotated[Path, typer.Option(help="baselines pickle to write")],
+    run_info: Annotated[Path, typer.Option("--run-info", help="MLflow run ids (JSON) to write")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Refit LightGBM with the best parameters and fit the baselines on the same split."""
+    from driftloop.pipeline import run_train
+
+    with err.status("training LightGBM and baselines", spinner="dots"):
+        result = run_train(_load(params), str(split_dir), str(tuned), str(validation), str(model), str(baselines), str(run_info))
+    rows = ", ".join(f"{k}: " + " ".join(f"{m}={v:.4f}" for m, v in list(d.items())[:2]) for k, d in result["valid"].items())
+    out.print(f"train: validation {rows}")
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    split_dir: Annotated[Path, typer.Option("--split-dir")],
+    model: Annotated[Path, typer.Option()],
+    baselines: Annotated[Path, typer.Option()],
+    run_info: Annotated[Path, typer.Option("--run-info")],
+    metrics: Annotated[Path, typer.Option(help="metrics JSON to write (a DVC metric)")],
+    plots: Annotated[Path, typer.Option(help="folder for plot files (DVC plots)")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Test-set metrics for the model and the baselines, curves and plots."""
+    from driftloop.pipeline import run_evaluate
+
+    result = run_evaluate(_load(params), str(split_dir), str(model), str(baselines), str(run_info), str(metrics), str(plots))
+    _print_metrics(result)
+
+
+def _print_metrics(result: dict) -> None:
+    from rich.table import Table
+
+    names = list(result["test"])
+    table = Table(title=f"test set ({result['rows']} rows, {result['task']})")
+    table.add_column("model")
+    for n in names:
+        table.add_column(n, justify="right")
+    table.add_row("lightgbm (tuned)", *(f"{result['test'][n]:.4f}" for n in names))
+    for b, m in result["baselines"].items():
+        table.add_row(b, *(f"{m.get(n, float('nan')):.4f}" for n in names))
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def register(
+    split_dir: Annotated[Path, typer.Option("--split-dir")],
+    model: Annotated[Path, typer.Option()],
+    run_info: Annotated[Path, typer.Option("--run-info")],
+    metrics: Annotated[Path, typer.Option()],
+    out_path: Annotated[Path, typer.Option("--out", help="registration result (JSON)")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Register the model; it becomes @champion only if it beats the current one, else @challenger."""
+    from driftloop.pipeline import run_register
+
+    result = run_register(_load(params), str(split_dir), str(model), str(run_info), str(metrics), str(out_path))
+    if not result["registered"]:
+        out.print(f"register: skipped ({result['reason']})")
+        return
+    out.print(f"register: {result['model']} version {result['version']} -> @{result['alias']}: {result['decision']['reason']}")
+
+
+@app.command()
+@handle_errors
+def run(
+    force: Annotated[bool, typer.Option(help="rerun every stage")] = False,
+    target: Annotated[list[str] | None, typer.Argument(help="stages to reproduce (default: all)")] = None,
+):
+    """Run the whole pipeline: ``dvc repro`` through DVC's Python API."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    from driftloop.errors import DriftloopError
+
+    try:
+        with Repo() as repo:
+            stages = repo.reproduce(targets=target or None, force=force)
+    except DvcException as exc:
+        raise DriftloopError(f"dvc repro failed: {exc}") from None
+    out.print(f"run: {len(stages)} stage(s) ran" if stages else "run: everything up to date")
+
+
+@app.command()
+@handle_errors
+def config(
+    schema: Annotated[bool, typer.Option("--schema", help="print the JSON schema of params.yaml")] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Print the effective configuration (after environment overrides), or its JSON schema."""
+    from driftloop.config import params_schema
+
+    if schema:
+        sys.stdout.write(json.dumps(params_schema(), indent=2) + "\n")
+        return
+    p = _load(params)
+    sys.stdout.write(json.dumps(p.model_dump(mode="json", by_alias=True), indent=2) + "\n")
+
+
+@app.command()
+@handle_errors
+def ui(
+    port: Annotated[int, typer.Option()] = 5000,
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Start the MLflow UI on 127.0.0.1 against the configured tracking store."""
+    import subprocess
+
+    p = _load(params)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", p.base.tracking_uri]
+    out.print(f"MLflow UI on http://127.0.0.1:{port} (store: {p.base.tracking_uri}); Ctrl+C to stop")
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+@handle_errors
+def promote(
+    version: Annotated[str, typer.Argument(help="model version to make @champion")],
+    reason: Annotated[str, typer.Option(help="why (recorded in the audit trail)")] = "manual promotion",
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Make VERSION the @champion (recorded: who, when, why, from which version)."""
+    from driftloop import register as reg
+    from driftloop import tracking
+
+    p = _load(params)
+    rec = reg.promote(tracking.connect(p), p, version, reason)
+    out.print(f"promote: @champion {rec['from_version']} -> {rec['to_version']}")
+
+
+@app.command()
+@handle_errors
+def rollback(
+    reason: Annotated[str, typer.Option(help="why (recorded in the audit trail)")] = "manual rollback",
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Move @champion back to the version it replaced."""
+    from driftloop import register as reg
+    from driftloop import tracking
+
+    p = _load(params)
+    rec = reg.rollback(tracking.connect(p), p, reason)
+    out.print(f"rollback: @champion {rec['from_version']} -> {rec['to_version']}")
+
+
+@app.command()
+@handle_errors
+def history(params: ParamsOpt = DEFAULT_PARAMS, limit: Annotated[int, typer.Option()] = 20):
+    """The alias moves of the model, newest first."""
+    from rich.table import Table
+
+    from driftloop import register as reg
+    from driftloop import tracking
+
+    p = _load(params)
+    table = Table(title=f"alias moves of '{p.base.model_name}'")
+    for col in ("when", "alias", "from", "to", "action", "who", "reason"):
+        table.add_column(col)
+    for rec in reg.history(tracking.connect(p), p, limit):
+        table.add_row(rec.get("when", ""), rec.get("alias", ""), rec.get("from_version", ""), rec.get("to_version", ""),
+                      rec.get("action", ""), rec.get("who", ""), rec.get("reason", ""))
+    out.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,269 @@
+"""Typed configuration: ``params.yaml`` parsed into frozen pydantic models.
+
+Every section rejects unknown keys, so a typo fails before any work with a message naming
+the key. Only connection settings may be overridden from the environment (see
+``ENV_OVERRIDES``); model settings come from ``params.yaml`` alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from driftloop.errors import DriftloopError
+
+
+class ConfigError(DriftloopError, ValueError):
+    """Invalid or unreadable configuration; the message names the file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Task = Literal["auto", "binary", "multiclass", "regression"]
+
+
+class BaseParams(_Section):
+    seed: int = 42
+    task: Task = "auto"
+    target: str = "default"
+    positive_class: str | None = None  # binary: which label is the event (default: the last in sorted order)
+    experiment: str = "driftloop"
+    model_name: str = "driftloop"
+    tracking_uri: str = "sqlite:///mlflow.db"
+    registry_uri: str | None = None
+    artifact_location: str = "mlartifacts"
+
+
+class DriftParams(_Section):
+    """A drift scenario for simulated production periods; 0 means none, 1 the documented size."""
+
+    covariate_shift: float = Field(0.0, ge=0, le=3)
+    new_category: float = Field(0.0, ge=0, le=1)
+    concept_drift: float = Field(0.0, ge=0, le=3)
+    prior_shift: float = Field(0.0, ge=0, le=3)
+
+
+class SimulateParams(_Section):
+    n_rows: int = Field(20_000, ge=1_000, le=10_000_000)
+    start_date: str = "2024-01-01"
+    months: int = Field(12, ge=1, le=120)
+    default_rate: float = Field(0.14, gt=0.01, lt=0.5)
+    chunk_rows: int = Field(250_000, ge=1_000)
+    drift: DriftParams = DriftParams()
+
+
+class SqlParams(_Section):
+    url: str | None = None  # may come from DRIFTLOOP_SQL_URL
+    query: str | None = None
+    table: str | None = None
+
+
+class IngestParams(_Section):
+    source: Literal["simulate", "csv", "parquet", "sql"] = "simulate"
+    path: str | None = None
+    read_options: dict[str, Any] = {}
+    sql: SqlParams = SqlParams()
+    chunk_rows: int = Field(250_000, ge=1_000)
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> IngestParams:
+        if self.source in ("csv", "parquet") and not self.path:
+            raise ValueError(f"ingest.path is required when ingest.source is '{self.source}'")
+        if self.source == "sql" and not (self.sql.query or self.sql.table):
+            raise ValueError("ingest.sql.query or ingest.sql.table is required when ingest.source is 'sql'")
+        return self
+
+
+class ValidateParams(_Section):
+    ignore_columns: list[str] = []
+    categorical_columns: list[str] = []
+    date_columns: list[str] = []
+    id_columns: list[str] = []
+    min_rows: int = Field(100, ge=10)
+    id_unique_fraction: float = Field(0.99, gt=0.5, le=1.0)
+    leakage_threshold: float = Field(0.99, gt=0.5, le=1.0)
+    on_leakage: Literal["error", "warn", "drop"] = "error"
+    on_duplicate_rows: Literal["warn", "drop"] = "warn"
+    leakage_sample_rows: int = Field(20_000, ge=500)
+
+
+class SplitParams(_Section):
+    test_size: float = Field(0.2, gt=0, lt=0.9)
+    valid_size: float = Field(0.2, gt=0, lt=0.9)
+    time_column: str | None = None
+    group_column: str | None = None
+    stratify: bool = True
+
+
+class FeaturesParams(_Section):
+    max_categories: int = Field(1000, ge=2)
+    min_category_count: int = Field(1, ge=1)
+    date_parts: list[Literal["year", "month", "day", "dayofweek", "dayofyear", "hour"]] = [
+        "year",
+        "month",
+        "dayofweek",
+    ]
+
+
+class TuneParams(_Section):
+    n_trials: int = Field(30, ge=1)
+    timeout_seconds: float | None = Field(None, gt=0)
+    metric: Literal["auto", "auc", "binary_logloss", "multi_logloss", "rmse", "l2", "l1"] = "auto"
+    cv_folds: int = Field(0, ge=0, le=20)  # 0 = validation set
+    storage: str = "memory"  # memory | a journal file path | a database URL
+    study_name: str | None = None
+    max_rounds: int = Field(1000, ge=10)
+    early_stopping_rounds: int = Field(50, ge=5)
+    pruning: bool = True
+    pruner_startup_trials: int = Field(5, ge=0)
+    pruner_warmup_rounds: int = Field(30, ge=0)
+    report_every: int = Field(5, ge=1)
+    n_startup_trials: int = Field(8, ge=1)
+    warm_start: bool = True
+    num_threads: int = Field(0, ge=0)
+    max_bin: int = Field(255, ge=15, le=1023)
+
+
+class TrainParams(_Section):
+    baselines: list[Literal["dummy", "logistic", "linear"]] = ["dummy", "logistic"]
+    threshold_metric: Literal["f1", "youden"] = "f1"
+
+
+class EvaluateParams(_Section):
+    shap_sample_rows: int = Field(2000, ge=100)
+    curve_points: int = Field(200, ge=10)
+    calibration_bins: int = Field(10, ge=2)
+
+
+class RegisterParams(_Section):
+    enabled: bool = True
+    metric: Literal["auto", "roc_auc", "pr_auc", "log_loss", "macro_f1", "accuracy", "rmse", "mae", "r2"] = "auto"
+    min_improvement: float = Field(0.0, ge=0)
+    n_bootstrap: int = Field(300, ge=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    require_significant: bool = False
+
+
+class MonitorParams(_Section):
+    experiment: str = "driftloop-monitoring"
+    reference_rows: int = Field(20_000, ge=500)
+    sample_rows: int = Field(50_000, ge=500)
+    drift_share_warn: float = Field(0.2, ge=0, le=1)
+    drift_share_retrain: float = Field(0.4, ge=0, le=1)
+    prediction_drift_retrain: bool = True
+    performance_drop_retrain: float = Field(0.03, ge=0)
+    num_stattest: str | None = None
+    cat_stattest: str | None = None
+    num_threshold: float | None = Field(None, gt=0)
+    cat_threshold: float | None = Field(None, gt=0)
+    cooldown_batches: int = Field(2, ge=0)
+    output_dir: str = "reports/monitoring"
+
+
+class AlertsParams(_Section):
+    urls: list[str] = []  # Apprise URLs; DRIFTLOOP_ALERT_URLS (comma separated) adds more
+    log_path: str = "reports/alerts.jsonl"
+    notify_on: list[Literal["warn", "retrain", "schema_violation", "error"]] = ["warn", "retrain", "schema_violation", "error"]
+
+
+class DemoParams(_Section):
+    months: int = Field(12, ge=2, le=36)
+    rows_per_month: int = Field(5_000, ge=500)
+    initial_rows: int = Field(20_000, ge=1_000)
+    drift_from_month: int = Field(6, ge=1)
+    drift: DriftParams = DriftParams(covariate_shift=1.0, concept_drift=1.0)
+    n_trials: int = Field(8, ge=1)
+    output_dir: str = "reports/demo"
+
+
+with warnings.catch_warnings():
+    # `register` is also an attribute of pydantic's metaclass (ABCMeta.register); the field wins on instances.
+    warnings.simplefilter("ignore", UserWarning)
+
+    class Params(_Section):
+        base: BaseParams = BaseParams()
+        simulate: SimulateParams = SimulateParams()
+        ingest: IngestParams = IngestParams()
+        validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+        split: SplitParams = SplitParams()
+        features: FeaturesParams = FeaturesParams()
+        tune: TuneParams = TuneParams()
+        train: TrainParams = TrainParams()
+        evaluate: EvaluateParams = EvaluateParams()
+        register: RegisterParams = RegisterParams()
+        monitor: MonitorParams = MonitorParams()
+        alerts: AlertsParams = AlertsParams()
+        demo: DemoParams = DemoParams()
+
+        model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+        @property
+        def validate_params(self) -> ValidateParams:
+            return self.validate_
+
+        def hash(self, *sections: str) -> str:
+            """A stable hash of the given sections (all model sections by default)."""
+            data = self.model_dump(mode="json", by_alias=True)
+            keys = sections or ("base", "simulate", "ingest", "validate", "split", "features", "tune", "train")
+            payload = {k: data[k] for k in keys}
+            payload["base"] = {k: v for k, v in payload.get("base", {}).items() if k not in _CONNECTION_KEYS}
+            return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_CONNECTION_KEYS = {"tracking_uri", "registry_uri", "artifact_location"}
+
+# Environment variables that may override connection settings (never model settings).
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "MLFLOW_TRACKING_URI": ("base", "tracking_uri"),
+    "MLFLOW_REGISTRY_URI": ("base", "registry_uri"),
+    "DRIFTLOOP_OPTUNA_STORAGE": ("tune", "storage"),
+}
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    lines = [f"invalid params in {path}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p != "validate_") or "(top level)"
+        loc = loc.replace("validate_", "validate")
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `driftloop config --schema` lists the keys)"
+        elif e["type"] == "literal_error" and e.get("ctx", {}).get("expected"):
+            msg = f"must be one of {e['ctx']['expected']} (got {e.get('input')!r})"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path = "params.yaml", env: dict[str, str] | None = None) -> Params:
+    """Read and validate ``params.yaml``; apply connection overrides from the environment."""
+    path = Path(path)
+    env = dict(os.environ) if env is None else env
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            sect = raw.setdefault(section, {}) or {}
+            raw[section] = {**sect, key: env[var]}
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, exc)) from None
+
+
+def params_schema() -> dict[str, Any]:
+    return Params.model_json_schema(by_alias=True)

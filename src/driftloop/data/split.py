@@ -1,0 +1,72 @@
+"""Split stage: train / validation / test.
+
+Stratified random by default (classification), time-based when ``split.time_column`` is set
+(test = the latest period, validation = the period before it), grouped when
+``split.group_column`` is set (no group in two splits). Tuning never sees the test set.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from driftloop.config import Params
+from driftloop.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+def _time_split(df: pd.DataFrame, column: str, test_size: float, valid_size: float) -> dict[str, pd.DataFrame]:
+    t = pd.to_datetime(df[column], errors="coerce") if not pd.api.types.is_numeric_dtype(df[column]) else df[column]
+    if t.isna().any():
+        raise DataError(f"split.time_column '{column}': {int(t.isna().sum())} rows have no parsable time")
+    test_start = t.quantile(1 - test_size, interpolation="higher")
+    valid_start = t.quantile(1 - test_size - valid_size, interpolation="higher")
+    parts = {
+        "train": df[t < valid_start],
+        "valid": df[(t >= valid_start) & (t < test_start)],
+        "test": df[t >= test_start],
+    }
+    return parts
+
+
+def _group_split(df, groups, test_size, valid_size, seed):
+    from sklearn.model_selection import GroupShuffleSplit
+
+    outer = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+    rest_idx, test_idx = next(outer.split(df, groups=groups))
+    rest = df.iloc[rest_idx]
+    inner = GroupShuffleSplit(n_splits=1, test_size=valid_size / (1 - test_size), random_state=seed)
+    train_idx, valid_idx = next(inner.split(rest, groups=groups.iloc[rest_idx]))
+    return {"train": rest.iloc[train_idx], "valid": rest.iloc[valid_idx], "test": df.iloc[test_idx]}
+
+
+def split(df: pd.DataFrame, params: Params, task: str) -> dict[str, pd.DataFrame]:
+    """Return ``{"train": ..., "valid": ..., "test": ...}``; deterministic for a given seed."""
+    from sklearn.model_selection import train_test_split
+
+    sp, seed, target = params.split, params.base.seed, params.base.target
+    if sp.test_size + sp.valid_size >= 0.9:
+        raise DataError(
+            f"split.test_size + split.valid_size = {sp.test_size + sp.valid_size:.2f} leaves too little for training"
+        )
+    if sp.time_column:
+        parts = _time_split(df, sp.time_column, sp.test_size, sp.valid_size)
+    elif sp.group_column:
+        parts = _group_split(df, df[sp.group_column], sp.test_size, sp.valid_size, seed)
+    else:
+        strat = df[target] if (task != "regression" and sp.stratify) else None
+        try:
+            rest, test = train_test_split(df, test_size=sp.test_size, random_state=seed, stratify=strat)
+            strat_rest = rest[target] if strat is not None else None
+            train, valid = train_test_split(
+                rest, test_size=sp.valid_size / (1 - sp.test_size), random_state=seed, stratify=strat_rest
+            )
+        except ValueError as exc:
+            raise DataError(f"split: cannot split {len(df)} rows on target '{target}': {exc}") from None
+        parts = {"train": train, "valid": valid, "test": test}
+    for name, part in parts.items():
+        if len(part) == 0:
+            raise DataError(f"split: the {name} split is empty (rows={len(df)}, split params {sp.model_dump()})")
+        if task != "regression" and part[target].nunique() < 2 and name != "test":
+            raise DataError(f"split: the {name} split has a single class of '{target}'; more rows are needed")
+    return {k: v.reset_index(drop=True) for k, v in parts.items()}

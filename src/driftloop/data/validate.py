@@ -1,0 +1,265 @@
+"""Validate stage: the data contract (pandera) and data-quality warnings.
+
+Errors stop the pipeline before anything is written: missing target, missing/NaN/infinite
+target values, a classification target with one class, fewer rows than the split and folds
+need. Warnings go to ``reports/validation.json`` (and MLflow): duplicated rows, constant and
+all-missing columns (dropped), ID-like columns (dropped), leakage suspects (a single feature
+that alone predicts the target almost perfectly; error, warning or drop by
+``validate.on_leakage``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from driftloop.config import Params
+from driftloop.errors import DataError
+
+MAX_CLASSES = 50
+
+
+@dataclass
+class Issue:
+    check: str
+    message: str
+    column: str | None = None
+    action: str = "none"  # none | dropped | rows_dropped
+
+
+@dataclass
+class ValidationReport:
+    task: str
+    rows: int
+    columns: int
+    warnings: list[Issue] = field(default_factory=list)
+    dropped_columns: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["n_warnings"] = len(self.warnings)
+        return d
+
+
+def infer_task(y: pd.Series, task: str = "auto") -> str:
+    """binary / multiclass / regression; ``auto`` looks at the target's type and values."""
+    if task != "auto":
+        return task
+    y = y.dropna()
+    n_unique = y.nunique()
+    if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
+        return "binary" if n_unique <= 2 else "multiclass"
+    values = y.to_numpy(dtype="float64", na_value=np.nan)
+    integer_valued = bool(np.all(np.isfinite(values)) and np.all(np.mod(values, 1) == 0))
+    if n_unique <= 2:
+        return "binary"
+    if integer_valued and n_unique <= 20:
+        return "multiclass"
+    return "regression"
+
+
+def required_rows_per_class(params: Params) -> int:
+    """Rows the smallest class needs so every split (and every CV fold) sees it."""
+    s = params.split
+    train_share = max(1.0 - s.test_size - s.valid_size, 0.05)
+    smallest_share = min(s.test_size, s.valid_size, train_share)
+    folds = max(params.tune.cv_folds, 2)
+    return max(math.ceil(folds / train_share), math.ceil(2 / smallest_share))
+
+
+def check_contract(df: pd.DataFrame, params: Params, *, source: str) -> str:
+    """Raise ``DataError`` naming the file and column when the target contract fails; return the task."""
+    import pandera.pandas as pa
+    from pandera.errors import SchemaErrors
+
+    target = params.base.target
+    if target not in df.columns:
+        close = [c for c in df.columns if str(c).strip().lower() == target.strip().lower()]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"{source}: target column '{target}' (base.target) not found{hint}; columns: {list(df.columns)[:20]}")
+    y = df[target]
+    if y.isna().all():
+        raise DataError(f"{source}: target column '{target}' has no values")
+    task = infer_task(y, params.base.task)
+    checks = []
+    if task == "regression":
+        checks.append(
+            pa.Check(
+                lambda s: np.isfinite(pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)),
+                name="finite",
+                error="must be a finite number (no inf, no text)",
+            )
+        )
+    else:
+        checks.append(pa.Check(lambda s: s.nunique() >= 2, name="at_least_two_classes", error="needs at least two classes"))
+        checks.append(
+            pa.Check(
+                lambda s: s.nunique() <= MAX_CLASSES,
+                name="at_most_50_classes",
+                error=f"has more than {MAX_CLASSES} classes; set base.task: regression if it is numeric",
+            )
+        )
+        if pd.api.types.is_float_dtype(y):
+            checks.append(pa.Check(lambda s: np.isfinite(s), name="finite", error="must be finite (no inf)"))
+    schema = pa.DataFrameSchema(
+        {target: pa.Column(nullable=False, checks=checks, required=True)},
+        checks=[
+            pa.Check(
+                lambda d: len(d) >= params.validate_params.min_rows,
+                name="min_rows",
+                error=f"needs at least validate.min_rows={params.validate_params.min_rows} rows",
+            )
+        ],
+    )
+    try:
+        schema.validate(df, lazy=True)
+    except SchemaErrors as exc:
+        raise DataError(_format_schema_errors(exc, source, target, len(df))) from None
+    if task != "regression":
+        counts = y.value_counts()
+        need = required_rows_per_class(params)
+        if counts.min() < need:
+            raise DataError(
+                f"{source}: target column '{target}': class {counts.idxmin()!r} has {counts.min()} rows; "
+                f"the split (test_size={params.split.test_size}, valid_size={params.split.valid_size}) and "
+                f"tune.cv_folds={params.tune.cv_folds} need at least {need} rows per class"
+            )
+    return task
+
+
+def _format_schema_errors(exc, source: str, target: str, n_rows: int) -> str:
+    fc = exc.failure_cases
+    lines = [f"{source}: the data contract failed ({n_rows} rows):"]
+    for (column, check), group in fc.groupby(["column", "check"], dropna=False, sort=False):
+        col = target if column is None or (isinstance(column, float) and math.isnan(column)) else column
+        examples = [str(v) for v in group["failure_case"].head(3).tolist()]
+        check = str(check)
+        if check == "not_nullable":
+            lines.append(f"  column '{col}': {len(group)} missing (NaN/null) target values, e.g. rows {group['index'].head(3).tolist()}")
+        elif "column_in_dataframe" in check:
+            lines.append(f"  column '{col}' is missing")
+        else:
+            n = "" if check in ("at_least_two_classes", "min_rows") else f"{len(group)} rows, e.g. {examples}: "
+            lines.append(f"  column '{col}': {n}{check}")
+    errors = {str(e.check): str(e) for e in exc.schema_errors}
+    for check, text in errors.items():
+        if check and "error=" not in text:
+            pass
+    # attach the human messages of our named checks
+    for err in exc.schema_errors:
+        msg = getattr(getattr(err, "check", None), "error", None)
+        if msg:
+            lines.append(f"    -> {msg}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _single_feature_scores(df: pd.DataFrame, y: pd.Series, task: str, params: Params) -> dict[str, float]:
+    """Cross-validated score of a shallow tree on each feature alone (AUC / accuracy / R^2)."""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    n = min(len(df), params.validate_params.leakage_sample_rows)
+    sample = df.sample(n=n, random_state=params.base.seed) if n < len(df) else df
+    ys = y.loc[sample.index]
+    if task != "regression":
+        ys = ys.astype(str)
+        if ys.value_counts().min() < 3:
+            return {}
+    scoring = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "r2"}[task]
+    scores = {}
+    for col in sample.columns:
+        s = sample[col]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            x = s.astype("float64").fillna(-1e18).to_numpy()
+        elif pd.api.types.is_datetime64_any_dtype(s):
+            continue
+        else:
+            x = s.astype(str).astype("category").cat.codes.to_numpy().astype("float64")
+        model = (DecisionTreeRegressor if task == "regression" else DecisionTreeClassifier)(
+            max_depth=6, min_samples_leaf=5, random_state=params.base.seed
+        )
+        try:
+            scores[col] = float(np.mean(cross_val_score(model, x.reshape(-1, 1), ys, cv=3, scoring=scoring)))
+        except ValueError:
+            continue
+    return scores
+
+
+def validate(df: pd.DataFrame, params: Params, *, source: str) -> tuple[pd.DataFrame, ValidationReport]:
+    """Check the contract (raises) and return the cleaned frame plus a report of warnings."""
+    task = check_contract(df, params, source=source)
+    vp = params.validate_params
+    target = params.base.target
+    report = ValidationReport(task=task, rows=len(df), columns=df.shape[1])
+
+    def drop(col: str, check: str, message: str) -> None:
+        if col not in report.dropped_columns:
+            report.dropped_columns.append(col)
+            report.warnings.append(Issue(check, message, col, "dropped"))
+
+    for col in vp.ignore_columns:
+        if col not in df.columns:
+            raise DataError(f"{source}: validate.ignore_columns names column '{col}', which is not in the data")
+        report.dropped_columns.append(col)
+    for key in ("categorical_columns", "date_columns", "id_columns"):
+        for col in getattr(vp, key):
+            if col not in df.columns:
+                raise DataError(f"{source}: validate.{key} names column '{col}', which is not in the data")
+    if params.split.time_column and params.split.time_column not in df.columns:
+        raise DataError(f"{source}: split.time_column '{params.split.time_column}' is not in the data")
+    if params.split.group_column and params.split.group_column not in df.columns:
+        raise DataError(f"{source}: split.group_column '{params.split.group_column}' is not in the data")
+    for col in vp.id_columns:
+        drop(col, "id_column", f"column '{col}' is listed in validate.id_columns")
+
+    features = [c for c in df.columns if c != target and c not in report.dropped_columns]
+    keep_for_split = {params.split.time_column, params.split.group_column} - {None}
+    n = len(df)
+    nulls = df[features].isna().sum()
+    for col in features:
+        s = df[col]
+        if nulls[col] == n:
+            drop(col, "all_missing", f"column '{col}' has no values")
+            continue
+        n_unique = s.nunique(dropna=False)
+        if n_unique <= 1:
+            drop(col, "constant", f"column '{col}' is constant ({s.iloc[0]!r})")
+            continue
+        is_id_type = (
+            pd.api.types.is_integer_dtype(s) or pd.api.types.is_string_dtype(s) or pd.api.types.is_object_dtype(s)
+        ) and not pd.api.types.is_bool_dtype(s)
+        if (
+            col not in keep_for_split
+            and col not in vp.categorical_columns
+            and is_id_type
+            and n >= 50
+            and n_unique >= vp.id_unique_fraction * n
+        ):
+            drop(col, "id_like", f"column '{col}' is unique per row ({n_unique} values in {n} rows): an ID, not a feature")
+
+    features = [c for c in df.columns if c != target and c not in report.dropped_columns and c not in keep_for_split]
+    n_dup = int(df.duplicated().sum()) if n <= 5_000_000 else int(df.sample(5_000_000, random_state=0).duplicated().sum())
+    if n_dup:
+        action = "rows_dropped" if vp.on_duplicate_rows == "drop" else "none"
+        report.warnings.append(Issue("duplicate_rows", f"{n_dup} duplicated rows", None, action))
+    scores = _single_feature_scores(df[features], df[target], task, params) if features else {}
+    suspects = {c: s for c, s in scores.items() if s >= vp.leakage_threshold}
+    for col, score in suspects.items():
+        msg = (
+            f"column '{col}' alone predicts the target (cross-validated score {score:.4f} >= "
+            f"validate.leakage_threshold={vp.leakage_threshold}): likely leakage"
+        )
+        if vp.on_leakage == "error":
+            raise DataError(f"{source}: {msg}. Add it to validate.ignore_columns, or set validate.on_leakage.")
+        if vp.on_leakage == "drop":
+            drop(col, "leakage", msg)
+        else:
+            report.warnings.append(Issue("leakage", msg, col))
+
+    clean = df.drop(columns=report.dropped_columns)
+    if vp.on_duplicate_rows == "drop" and n_dup:
+        clean = clean.drop_duplicates(ignore_index=True)
+    return clean, report

@@ -1,0 +1,187 @@
+"""Evaluate stage: test-set metrics for the tuned model and the baselines, and the plots.
+
+Metrics by task: binary (ROC AUC, PR AUC, log loss, Brier, precision/recall/F1 at the
+threshold chosen on validation data), multiclass (macro F1, log loss, accuracy),
+regression (RMSE, MAE, R^2). Curves are written as CSV for ``dvc plots``; feature importance and
+the SHAP summary (LightGBM's own contributions) as PNG.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from driftloop.model import DriftloopModel
+
+
+def _safe(fn, *args, **kwargs) -> float:
+    try:
+        return float(fn(*args, **kwargs))
+    except ValueError:  # e.g. a single class in a tiny split
+        return float("nan")
+
+
+def compute_metrics(task: str, y: np.ndarray, scores: np.ndarray, threshold: float | None = None) -> dict[str, float]:
+    from sklearn import metrics as m
+
+    if task == "regression":
+        return {
+            "rmse": float(np.sqrt(m.mean_squared_error(y, scores))),
+            "mae": float(m.mean_absolute_error(y, scores)),
+            "r2": _safe(m.r2_score, y, scores),
+        }
+    if task == "binary":
+        p = np.clip(scores, 1e-15, 1 - 1e-15)
+        t = 0.5 if threshold is None else threshold
+        pred = (scores >= t).astype(int)
+        return {
+            "roc_auc": _safe(m.roc_auc_score, y, p),
+            "pr_auc": _safe(m.average_precision_score, y, p),
+            "log_loss": _safe(m.log_loss, y, p, labels=[0, 1]),
+            "brier": float(m.brier_score_loss(y, p)),
+            "precision": float(m.precision_score(y, pred, zero_division=0)),
+            "recall": float(m.recall_score(y, pred, zero_division=0)),
+            "f1": float(m.f1_score(y, pred, zero_division=0)),
+            "threshold": float(t),
+        }
+    k = scores.shape[1]
+    pred = scores.argmax(axis=1)
+    return {
+        "macro_f1": float(m.f1_score(y, pred, average="macro", zero_division=0)),
+        "log_loss": _safe(m.log_loss, y, np.clip(scores, 1e-15, 1), labels=list(range(k))),
+        "accuracy": float(m.accuracy_score(y, pred)),
+    }
+
+
+def metric_value(task: str, name: str, y: np.ndarray, scores: np.ndarray, threshold: float | None = None) -> float:
+    return compute_metrics(task, y, scores, threshold)[name]
+
+
+def _thin(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    if len(df) <= n:
+        return df
+    idx = np.unique(np.linspace(0, len(df) - 1, n).round().astype(int))
+    return df.iloc[idx]
+
+
+def write_curves(task: str, y: np.ndarray, scores: np.ndarray, threshold: float | None, classes: list, out: Path,
+                 points: int, bins: int) -> list[Path]:
+    """CSV files for ``dvc plots``; returns the paths written."""
+    from sklearn import metrics as m
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if task == "binary":
+        fpr, tpr, _ = m.roc_curve(y, scores)
+        roc = _thin(pd.DataFrame({"fpr": fpr, "tpr": tpr}), points)
+        precision, recall, _ = m.precision_recall_curve(y, scores)
+        prc = _thin(pd.DataFrame({"recall": recall, "precision": precision}), points)
+        from sklearn.calibration import calibration_curve
+
+        frac, mean_pred = calibration_curve(y, scores, n_bins=bins, strategy="quantile")
+        cal = pd.DataFrame({"mean_predicted": mean_pred, "fraction_positive": frac})
+        for name, frame in (("roc", roc), ("precision_recall", prc), ("calibration", cal)):
+            path = out / f"{name}.csv"
+            frame.round(6).to_csv(path, index=False)
+            written.append(path)
+        pred = (scores >= (0.5 if threshold is None else threshold)).astype(int)
+    elif task == "multiclass":
+        pred = scores.argmax(axis=1)
+    else:
+        sample = _thin(pd.DataFrame({"actual": y, "predicted": scores}).sort_values("actual"), points * 5)
+        path = out / "predicted_vs_actual.csv"
+        sample.round(6).to_csv(path, index=False)
+        return [path]
+    labels = np.asarray([str(c) for c in classes], dtype=object)
+    conf = pd.DataFrame({"actual": labels[y], "predicted": labels[pred]})
+    path = out / "confusion.csv"
+    conf.to_csv(path, index=False)
+    written.append(path)
+    return written
+
+
+def plot_importance(model: DriftloopModel, path: Path, top: int = 20) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    imp = model.feature_importance().head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(imp) + 1.2))
+    ax.barh(range(len(imp)), imp.to_numpy(), color="#3b75af")
+    ax.set_yticks(range(len(imp)), [str(i)[:40] for i in imp.index], fontsize=8)
+    ax.set_xlabel("total gain")
+    ax.set_title("LightGBM feature importance (gain)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def shap_values(model: DriftloopModel, raw: pd.DataFrame, n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """LightGBM's TreeSHAP contributions on a sample; multiclass sums |contribution| over classes."""
+    sample = raw.sample(n=min(n, len(raw)), random_state=seed)
+    X = model.features(sample)
+    contrib = model.booster.predict(X, pred_contrib=True)
+    k = len(model.preprocessor.feature_names)
+    if model.task == "multiclass":
+        contrib = np.abs(contrib.reshape(len(X), -1, k + 1)).sum(axis=1)
+    names = [model.preprocessor.original_name[f] for f in model.booster.feature_name()]
+    return pd.DataFrame(contrib[:, :k], columns=names, index=X.index), X.set_axis(names, axis=1)
+
+
+def plot_shap(model: DriftloopModel, raw: pd.DataFrame, path: Path, n: int, seed: int, top: int = 15) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    contrib, X = shap_values(model, raw, n, seed)
+    order = contrib.abs().mean().sort_values(ascending=False).index[:top][::-1]
+    rng = np.random.default_rng(seed)
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(order) + 1.5))
+    for i, col in enumerate(order):
+        x = contrib[col].to_numpy()
+        v = X[col]
+        if isinstance(v.dtype, pd.CategoricalDtype):
+            color = np.full(len(v), 0.5)
+        else:
+            color = v.rank(pct=True).fillna(0.5).to_numpy()
+        ax.scatter(x, i + rng.uniform(-0.3, 0.3, len(x)), c=color, cmap="coolwarm", s=4, alpha=0.6, vmin=0, vmax=1)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(order)), [str(c)[:40] for c in order], fontsize=8)
+    ax.set_xlabel("SHAP value (contribution to the raw score)")
+    ax.set_title("SHAP summary (colour: feature value, low blue to high red; grey: categorical)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def evaluate(model: DriftloopModel, baselines: dict, test_df: pd.DataFrame, *, plots_dir: Path, shap_rows: int,
+             curve_points: int, calibration_bins: int, seed: int) -> dict:
+    """Metrics of the model and the baselines on the test split; writes the plot files."""
+    from driftloop.train import baseline_scores
+
+    task = model.task
+    y = model.encoder.encode(test_df[model.target])
+    scores = model.predict_scores(test_df)
+    result = {"task": task, "rows": len(test_df), "test": compute_metrics(task, y, scores, model.threshold), "baselines": {}}
+    X = model.features(test_df)
+    for name, b in baselines.items():
+        s = baseline_scores(b["estimator"], X, task)
+        result["baselines"][name] = compute_metrics(task, y, s, b["threshold"])
+    plots_dir = Path(plots_dir)
+    write_curves(task, y, scores, model.threshold, model.encoder.classes, plots_dir, curve_points, calibration_bins)
+    plot_importance(model, plots_dir / "feature_importance.png")
+    plot_shap(model, test_df, plots_dir / "shap_summary.png", shap_rows, seed)
+    return result
+
+
+def write_json(obj, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,143 @@
+"""Preprocessing that travels with the model: raw rows in, LightGBM-ready frame out.
+
+``Preprocessor`` is fitted on the training split and pickled inside the MLflow model, so
+``models:/<name>@champion`` scores raw rows exactly as the pipeline did:
+
+- categories are fixed from the training data (most frequent ``max_categories`` with at least
+  ``min_category_count`` rows); unseen values become missing, never a crash;
+- date columns are expanded into numeric parts (year, month, day of week, ...);
+- booleans and nullable integers become floats; text in a numeric column becomes missing;
+- column names LightGBM rejects (JSON-special characters, duplicates after cleaning) are
+  mapped to safe names reversibly (``original_name`` maps back).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from driftloop.config import FeaturesParams
+
+_UNSAFE = re.compile(r"[^0-9A-Za-z_]+")
+
+
+def column_kind(series: pd.Series, *, categorical: bool = False, date: bool = False) -> str:
+    """The kind of a raw column: numeric, boolean, categorical or datetime."""
+    if date or pd.api.types.is_datetime64_any_dtype(series):
+        return "datetime"
+    if categorical:
+        return "categorical"
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(series):
+        return "numeric"
+    return "categorical"
+
+
+def _safe_name(i: int, name: str) -> str:
+    cleaned = _UNSAFE.sub("_", str(name)).strip("_")[:40]
+    return f"f{i}_{cleaned}" if cleaned else f"f{i}"
+
+
+@dataclass
+class Preprocessor:
+    """Fitted, picklable mapping from raw rows to model features."""
+
+    params: FeaturesParams = field(default_factory=FeaturesParams)
+    categorical_columns: tuple[str, ...] = ()
+    date_columns: tuple[str, ...] = ()
+    # learned at fit
+    kinds: dict[str, str] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    feature_names: list[str] = field(default_factory=list)
+    original_name: dict[str, str] = field(default_factory=dict)
+
+    def fit(self, X: pd.DataFrame) -> Preprocessor:
+        self.kinds, self.dtypes, self.categories = {}, {}, {}
+        for col in X.columns:
+            kind = column_kind(
+                X[col], categorical=col in self.categorical_columns, date=col in self.date_columns
+            )
+            self.kinds[col] = kind
+            self.dtypes[col] = str(X[col].dtype)
+            if kind == "categorical":
+                counts = X[col].value_counts(dropna=True)
+                counts.index = counts.index.astype(str)
+                counts = counts.groupby(level=0).sum().sort_values(ascending=False, kind="stable")
+                counts = counts[counts >= self.params.min_category_count]
+                top = counts.head(self.params.max_categories).index
+                self.categories[col] = sorted(top.tolist())
+        self.feature_names, self.original_name = [], {}
+        i = 0
+        for col, kind in self.kinds.items():
+            outs = [f"{col}.{p}" for p in self.params.date_parts] if kind == "datetime" else [col]
+            for out in outs:
+                safe = _safe_name(i, out)
+                self.feature_names.append(safe)
+                self.original_name[safe] = out
+                i += 1
+        return self
+
+    @property
+    def input_columns(self) -> list[str]:
+        return list(self.kinds)
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in self.kinds if c not in X.columns]
+        if missing:
+            raise KeyError(f"input is missing column(s) the model was trained on: {missing}")
+        out: dict[str, pd.Series | np.ndarray] = {}
+        names = iter(self.feature_names)
+        for col, kind in self.kinds.items():
+            s = X[col]
+            if kind == "datetime":
+                dt = pd.to_datetime(s, errors="coerce", utc=False)
+                if getattr(dt.dt, "tz", None) is not None:
+                    dt = dt.dt.tz_localize(None)
+                for part in self.params.date_parts:
+                    out[next(names)] = getattr(dt.dt, part).astype("float64").to_numpy()
+            elif kind == "categorical":
+                if isinstance(s.dtype, pd.CategoricalDtype):
+                    s = s.cat.rename_categories([str(c) for c in s.cat.categories])
+                    out[next(names)] = s.cat.set_categories(self.categories[col]).array
+                else:
+                    values = s.astype("string").where(s.notna())
+                    out[next(names)] = pd.Categorical(values, categories=self.categories[col])
+            elif kind == "boolean":
+                out[next(names)] = pd.to_numeric(s.astype("float64"), errors="coerce").to_numpy()
+            else:
+                if pd.api.types.is_numeric_dtype(s):
+                    out[next(names)] = s.astype("float64").to_numpy()
+                else:
+                    out[next(names)] = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
+        return pd.DataFrame(out, index=X.index)
+
+    def fit_transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        return self.fit(X).transform(X)
+
+    @property
+    def categorical_features(self) -> list[str]:
+        """Safe names of the categorical model features."""
+        cats = []
+        names = iter(self.feature_names)
+        for kind in self.kinds.values():
+            n = len(self.params.date_parts) if kind == "datetime" else 1
+            for _ in range(n):
+                name = next(names)
+                if kind == "categorical":
+                    cats.append(name)
+        return cats
+
+    def contract(self, target: str, task: str, ignored: list[str] | None = None) -> dict:
+        """The data contract the model was trained on (used by monitoring's schema check)."""
+        cols = {}
+        for col, kind in self.kinds.items():
+            entry = {"kind": kind, "dtype": self.dtypes[col]}
+            if kind == "categorical":
+                entry["categories"] = self.categories[col]
+            cols[col] = entry
+        return {"target": target, "task": task, "columns": cols, "ignored": list(ignored or [])}

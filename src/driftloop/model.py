@@ -1,0 +1,98 @@
+"""The trained model: preprocessing + LightGBM booster + label mapping, scoring raw rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from driftloop.features import Preprocessor
+
+# primary metric per task and whether higher is better
+PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
+HIGHER_IS_BETTER = {
+    "roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False, "macro_f1": True, "accuracy": True,
+    "rmse": False, "mae": False, "r2": True, "f1": True, "precision": True, "recall": True,
+}
+
+
+@dataclass
+class TargetEncoder:
+    """Maps target labels to what LightGBM needs (class codes 0..k-1, or floats)."""
+
+    task: str
+    classes: list = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, y: pd.Series, task: str, positive_class: str | None = None) -> TargetEncoder:
+        if task == "regression":
+            return cls(task)
+        classes = sorted(pd.unique(y.dropna()).tolist(), key=lambda v: (str(type(v)), v))
+        if task == "binary" and positive_class is not None:
+            matches = [c for c in classes if str(c) == str(positive_class)]
+            if not matches:
+                from driftloop.errors import DataError
+
+                raise DataError(f"base.positive_class {positive_class!r} is not a value of the target (values: {classes})")
+            classes = [c for c in classes if c != matches[0]] + matches
+        return cls(task, classes)
+
+    def encode(self, y: pd.Series) -> np.ndarray:
+        if self.task == "regression":
+            return pd.to_numeric(y).to_numpy(dtype="float64")
+        mapping = {c: i for i, c in enumerate(self.classes)}
+        codes = y.map(mapping)
+        if codes.isna().any():
+            unseen = sorted(map(str, y[codes.isna()].unique()))[:5]
+            from driftloop.errors import DataError
+
+            raise DataError(f"target has labels not seen in training: {unseen}")
+        return codes.to_numpy(dtype="int64")
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return np.asarray(self.classes, dtype=object)[codes]
+
+
+@dataclass
+class DriftloopModel:
+    """Everything needed to score raw rows; pickled inside the MLflow model."""
+
+    preprocessor: Preprocessor
+    booster: object  # lightgbm.Booster
+    encoder: TargetEncoder
+    target: str
+    threshold: float | None = None  # binary decision threshold chosen on validation data
+    best_iteration: int | None = None
+
+    @property
+    def task(self) -> str:
+        return self.encoder.task
+
+    def features(self, raw: pd.DataFrame) -> pd.DataFrame:
+        return self.preprocessor.transform(raw)
+
+    def predict_scores(self, raw: pd.DataFrame) -> np.ndarray:
+        """Binary: P(positive); multiclass: (n, k) probabilities; regression: the prediction."""
+        return self.booster.predict(self.features(raw), num_iteration=self.best_iteration)
+
+    def predict_frame(self, raw: pd.DataFrame) -> pd.DataFrame:
+        scores = self.predict_scores(raw)
+        if self.task == "regression":
+            return pd.DataFrame({"prediction": scores}, index=raw.index)
+        if self.task == "binary":
+            proba = np.column_stack([1 - scores, scores])
+            threshold = 0.5 if self.threshold is None else self.threshold
+            codes = (scores >= threshold).astype(int)
+        else:
+            proba = scores
+            codes = proba.argmax(axis=1)
+        out = pd.DataFrame({"prediction": self.encoder.decode(codes)}, index=raw.index)
+        for i, c in enumerate(self.encoder.classes):
+            out[f"proba_{c}"] = proba[:, i]
+        return out
+
+    def feature_importance(self) -> pd.Series:
+        gain = self.booster.feature_importance(importance_type="gain")
+        names = [self.preprocessor.original_name[n] for n in self.booster.feature_name()]
+        return pd.Series(gain, index=names).sort_values(ascending=False)

@@ -1,0 +1,408 @@
+"""Stage edges: read the declared inputs, call the stage function, write the declared outputs,
+log to MLflow. ``dvc.yaml`` passes every path; nothing here hardcodes one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from driftloop.config import Params
+from driftloop.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+def _read(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found (run the stage that produces it first, e.g. `dvc repro`)")
+    return pd.read_parquet(path)
+
+
+def _write_json(obj: Any, path: str | Path) -> None:
+    from driftloop.evaluate import write_json
+
+    write_json(obj, path)
+
+
+def _atomic_pickle(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f, protocol=5)
+    os.replace(tmp, path)
+
+
+def load_pickle(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found (run the train stage first)")
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def split_paths(split_dir: str | Path) -> dict[str, Path]:
+    return {name: Path(split_dir) / f"{name}.parquet" for name in SPLITS}
+
+
+def read_splits(split_dir: str | Path) -> dict[str, pd.DataFrame]:
+    return {name: _read(p) for name, p in split_paths(split_dir).items()}
+
+
+# --------------------------------------------------------------------------- ingest / validate / split
+def run_ingest(params: Params, out: str, progress=None) -> dict:
+    from driftloop.data.ingest import ingest
+
+    return ingest(params, out, progress)
+
+
+def run_validate(params: Params, data: str, out: str, report: str) -> dict:
+    from driftloop.data.ingest import write_parquet_atomic
+    from driftloop.data.validate import validate
+
+    df = _read(data)
+    source = params.ingest.path if params.ingest.source in ("csv", "parquet") else data
+    clean, rep = validate(df, params, source=source)
+    result = rep.to_dict()
+    write_parquet_atomic(clean, out)
+    _write_json(result, report)
+    return result
+
+
+def run_split(params: Params, data: str, out_dir: str) -> dict:
+    from driftloop.data.ingest import write_parquet_atomic
+    from driftloop.data.split import split
+    from driftloop.data.validate import infer_task
+
+    df = _read(data)
+    task = infer_task(df[params.base.target], params.base.task)
+    parts = split(df, params, task)
+    for name, path in split_paths(out_dir).items():
+        write_parquet_atomic(parts[name], path)
+    return {name: len(part) for name, part in parts.items()}
+
+
+# --------------------------------------------------------------------------- tune
+def _prepared(params: Params, splits: dict[str, pd.DataFrame]):
+    """Preprocess train/valid exactly as the train stage will."""
+    from driftloop.data.validate import infer_task
+    from driftloop.features import Preprocessor
+    from driftloop.model import TargetEncoder
+    from driftloop.train import feature_frame
+
+    target = params.base.target
+    task = infer_task(splits["train"][target], params.base.task)
+    enc = TargetEncoder.fit(splits["train"][target], task, params.base.positive_class)
+    vp = params.validate_params
+    pre = Preprocessor(params.features, tuple(vp.categorical_columns), tuple(vp.date_columns))
+    X_train = pre.fit_transform(feature_frame(splits["train"], params))
+    X_valid = pre.transform(feature_frame(splits["valid"], params))
+    return task, enc, X_train, enc.encode(splits["train"][target]), X_valid, enc.encode(splits["valid"][target])
+
+
+def champion_params(client, params: Params) -> list[dict]:
+    """The current champion's tuned parameters, for warm start (empty when there is none)."""
+    from driftloop.register import CHAMPION, current_version
+
+    mv = current_version(client, params.base.model_name, CHAMPION)
+    if mv is None or not mv.run_id:
+        return []
+    run = client.get_run(mv.run_id)
+    out = {}
+    for k, v in run.data.params.items():
+        if k.startswith("lgb."):
+            try:
+                out[k[4:]] = json.loads(v)
+            except json.JSONDecodeError:
+                out[k[4:]] = v
+    return [out] if out else []
+
+
+def study_name(params: Params, train_path: Path) -> str:
+    from driftloop.tracking import md5_file
+
+    if params.tune.study_name:
+        return params.tune.study_name
+    return f"{params.base.experiment}-{md5_file(train_path)[:10]}-{params.hash('base', 'features', 'tune')[:6]}"
+
+
+def run_tune(params: Params, split_dir: str, out: str, report: str, progress=None, log_trials: bool = True) -> dict:
+    from driftloop import tracking
+    from driftloop.tune import tune
+
+    splits = {k: v for k, v in read_splits(split_dir).items() if k != "test"}
+    task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
+    client = tracking.connect(params)
+    name = study_name(params, split_paths(split_dir)["train"])
+    tags = tracking.lineage_tags(params, {"train": split_paths(split_dir)["train"], "valid": split_paths(split_dir)["valid"]})
+    parent = tracking.start_run(client, params, run_name="tune", tags={**tags, f"{tracking.TAG}stage": "tune"})
+    run_id = parent.info.run_id
+    callbacks = []
+    if log_trials:
+        callbacks.append(tracking.TrialLogger(client, parent.info.experiment_id, run_id, tags))
+    if progress is not None:
+        callbacks.append(progress)
+    try:
+        result = tune(
+            X_train, y_train, X_valid, y_valid, task, len(enc.classes), params, study_name=name,
+            warm_start=champion_params(client, params), callbacks=callbacks,
+        )
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    summary = {**result.to_dict(), "task": task, "mlflow_run_id": run_id}
+    tracking.log_batch(
+        client, run_id,
+        params={**{f"best.{k}": v for k, v in result.best_params.items()}, "study": name, "metric": result.metric,
+                "n_trials": params.tune.n_trials, "storage": params.tune.storage.split("://")[0]},
+        metrics={"best_score": result.best_value, "best_iteration": result.best_iteration, "n_complete": result.n_complete,
+                 "n_pruned": result.n_pruned, "n_failed": result.n_failed, "seconds": result.seconds},
+    )
+    _log_study_plots(client, run_id, result.study)
+    client.set_terminated(run_id)
+    _write_json({"best_params": result.best_params, "lgb_params": result.lgb_params, "best_iteration": result.best_iteration,
+                 "metric": result.metric, "best_value": result.best_value, "task": task, "tune_run_id": run_id}, out)
+    _write_json({"best_value": result.best_value, "n_complete": result.n_complete, "n_pruned": result.n_pruned,
+                 "seconds": round(result.seconds, 2)}, report)
+    return summary
+
+
+def run_tune_worker(params: Params, split_dir: str) -> int:
+    """Run trials of the shared (database-backed) study until it has ``tune.n_trials``; no outputs."""
+    from driftloop.tune import tune
+
+    splits = {k: v for k, v in read_splits(split_dir).items() if k != "test"}
+    task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
+    name = study_name(params, split_paths(split_dir)["train"])
+    result = tune(X_train, y_train, X_valid, y_valid, task, len(enc.classes), params, study_name=name)
+    return result.n_complete + result.n_pruned
+
+
+def _log_study_plots(client, run_id: str, study) -> None:
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ax = ovm.plot_optimization_history(study)
+        client.log_figure(run_id, ax.figure, "plots/optimization_history.png")
+        plt.close(ax.figure)
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(complete) >= 3:
+            ax = ovm.plot_param_importances(study)
+            client.log_figure(run_id, ax.figure, "plots/param_importances.png")
+            plt.close(ax.figure)
+
+
+# --------------------------------------------------------------------------- train
+def run_train(params: Params, split_dir: str, tuned: str, validation: str, model_out: str, baselines_out: str,
+              run_out: str) -> dict:
+    from driftloop import tracking
+    from driftloop.data.validate import infer_task
+    from driftloop.train import train
+
+    splits = read_splits(split_dir)
+    best = json.loads(Path(tuned).read_text())
+    task = infer_task(splits["train"][params.base.target], params.base.task)
+    result = train(splits["train"], splits["valid"], params, task, best["lgb_params"])
+    _atomic_pickle(result.model, model_out)
+    _atomic_pickle(result.baselines, baselines_out)
+
+    client = tracking.connect(params)
+    paths = split_paths(split_dir)
+    tags = {
+        **tracking.lineage_tags(params, paths),
+        f"{tracking.TAG}stage": "train",
+        f"{tracking.TAG}tune_run_id": best.get("tune_run_id", ""),
+        f"{tracking.TAG}task": task,
+    }
+    run = tracking.start_run(client, params, run_name="lightgbm", tags={**tags, f"{tracking.TAG}algorithm": "lightgbm"})
+    run_id = run.info.run_id
+    lgb_logged = {f"lgb.{k}": json.dumps(v) for k, v in best["lgb_params"].items()}
+    tracking.log_batch(
+        client, run_id,
+        params={**lgb_logged, "algorithm": "lightgbm", "num_trees": result.model.booster.num_trees(),
+                "threshold": result.model.threshold, "target": params.base.target, "task": task,
+                "rows.train": len(splits["train"]), "rows.valid": len(splits["valid"]), "rows.test": len(splits["test"])},
+        metrics={f"valid_{k}": v for k, v in result.valid_metrics["lightgbm"].items()},
+    )
+    if Path(validation).exists():
+        report = json.loads(Path(validation).read_text())
+        client.log_dict(run_id, report, "validation.json")
+        tracking.log_batch(client, run_id, metrics={"validation_warnings": report.get("n_warnings", 0)})
+    client.log_dict(run_id, result.model.preprocessor.contract(params.base.target, task), "contract.json")
+    baseline_runs = {}
+    for name in result.baselines:
+        child = tracking.start_run(client, params, run_name=name, parent_run_id=run_id,
+                                   tags={**tags, f"{tracking.TAG}algorithm": name})
+        tracking.log_batch(client, child.info.run_id, params={"algorithm": name},
+                           metrics={f"valid_{k}": v for k, v in result.valid_metrics[name].items()})
+        client.set_terminated(child.info.run_id)
+        baseline_runs[name] = child.info.run_id
+    info = {"run_id": run_id, "experiment_id": run.info.experiment_id, "baseline_run_ids": baseline_runs,
+            "tune_run_id": best.get("tune_run_id"), "task": task}
+    _write_json(info, run_out)
+    return {"valid": result.valid_metrics, **info}
+
+
+# --------------------------------------------------------------------------- evaluate
+def run_evaluate(params: Params, split_dir: str, model_path: str, baselines_path: str, run_info: str, metrics_out: str,
+                 plots_dir: str) -> dict:
+    from driftloop import tracking
+    from driftloop.evaluate import evaluate
+
+    model = load_pickle(model_path)
+    baselines = load_pickle(baselines_path)
+    test = _read(split_paths(split_dir)["test"])
+    ep = params.evaluate
+    result = evaluate(model, baselines, test, plots_dir=Path(plots_dir), shap_rows=ep.shap_sample_rows,
+                      curve_points=ep.curve_points, calibration_bins=ep.calibration_bins, seed=params.base.seed)
+    _write_json(result, metrics_out)
+    info = json.loads(Path(run_info).read_text())
+    client = tracking.connect(params)
+    run_id = info["run_id"]
+    tracking.log_batch(client, run_id, metrics={f"test_{k}": v for k, v in result["test"].items()})
+    client.log_artifacts(run_id, plots_dir, "plots")
+    client.log_dict(run_id, result, "metrics.json")
+    for name, child in info.get("baseline_run_ids", {}).items():
+        if name in result["baselines"]:
+            tracking.log_batch(client, child, metrics={f"test_{k}": v for k, v in result["baselines"][name].items()})
+    table = pd.DataFrame([{"model": "lightgbm (tuned)", **result["test"]}]
+                         + [{"model": k, **v} for k, v in result["baselines"].items()])
+    client.log_table(run_id, table, "algorithm_selection.json")
+    client.set_terminated(run_id)
+    return result
+
+
+# --------------------------------------------------------------------------- register
+def run_register(params: Params, split_dir: str, model_path: str, run_info: str, metrics: str, out: str) -> dict:
+    from driftloop import register as reg
+    from driftloop import tracking
+
+    if not params.register.enabled:
+        result = {"registered": False, "reason": "register.enabled is false"}
+        _write_json(result, out)
+        return result
+    model = load_pickle(model_path)
+    paths = split_paths(split_dir)
+    test = _read(paths["test"])
+    info = json.loads(Path(run_info).read_text())
+    client = tracking.connect(params)
+    name = params.base.model_name
+    champion_mv = reg.current_version(client, name, reg.CHAMPION)
+    champion, error = None, None
+    if champion_mv is not None:
+        try:
+            champion = reg.load_version(name, champion_mv.version)
+        except Exception as exc:  # an unloadable champion must not block: the new model becomes challenger
+            error = f"{type(exc).__name__}: {exc}"
+    decision = reg.decide(model, champion, champion_mv.version if champion_mv else None, test, params, error)
+
+    # nothing has been written to the registry up to here
+    run_id = _ensure_run(client, params, info)
+    train = _read(paths["train"])
+    n_ref = min(params.monitor.reference_rows, len(train))
+    reference = train.sample(n=n_ref, random_state=params.base.seed) if n_ref < len(train) else train
+    sample = reference.drop(columns=[params.base.target]).head(200)
+    with _quiet():
+        model_info = tracking.log_model(client, run_id, model, sample)
+    _log_reference(client, run_id, reference)
+    test_metrics = json.loads(Path(metrics).read_text())["test"] if Path(metrics).exists() else {}
+    tags = {
+        **tracking.lineage_tags(params, paths),
+        f"{tracking.TAG}train_run_id": run_id,
+        f"{tracking.TAG}tune_run_id": str(info.get("tune_run_id")),
+        f"{tracking.TAG}task": model.task,
+        f"{tracking.TAG}test_metrics": json.dumps(test_metrics, default=str),
+        f"{tracking.TAG}gate": json.dumps(decision.to_dict(), default=str),
+    }
+    mv = client.create_model_version(name, model_info.model_uri, run_id=run_id, tags=tags, model_id=model_info.model_id) \
+        if _has_registered(client, name) else _create_and_register(client, name, model_info, run_id, tags)
+    previous = reg.current_version(client, name, decision.alias)
+    record = reg.record_move(
+        client, params, alias=decision.alias, to_version=mv.version,
+        from_version=previous.version if previous else None, action="gate", reason=decision.reason,
+        evidence=decision.to_dict(),
+    )
+    result = {"registered": True, "model": name, "version": str(mv.version), "alias": decision.alias,
+              "decision": decision.to_dict(), "run_id": run_id, "model_uri": f"models:/{name}/{mv.version}",
+              "record": record}
+    _write_json(result, out)
+    return result
+
+
+def _has_registered(client, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return True
+    except MlflowException:
+        return False
+
+
+def _create_and_register(client, name, model_info, run_id, tags):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description="driftloop model: raw rows in, predictions out.")
+    except MlflowException:
+        pass
+    return client.create_model_version(name, model_info.model_uri, run_id=run_id, tags=tags, model_id=model_info.model_id)
+
+
+def _ensure_run(client, params: Params, info: dict) -> str:
+    """The train run, or a fresh one if the tracking store no longer has it."""
+    from mlflow.exceptions import MlflowException
+
+    from driftloop import tracking
+
+    try:
+        client.get_run(info["run_id"])
+        return info["run_id"]
+    except MlflowException:
+        run = tracking.start_run(client, params, run_name="lightgbm", tags={f"{tracking.TAG}stage": "register"})
+        return run.info.run_id
+
+
+def _log_reference(client, run_id: str, reference: pd.DataFrame) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.parquet"
+        reference.to_parquet(path, index=False)
+        client.log_artifact(run_id, str(path), "reference")
+
+
+def _quiet():
+    import logging
+    import warnings
+
+    class _Ctx:
+        def __enter__(self):
+            self._w = warnings.catch_warnings()
+            self._w.__enter__()
+            warnings.simplefilter("ignore")
+            self._level = logging.getLogger("mlflow").level
+            logging.getLogger("mlflow").setLevel(logging.ERROR)
+
+        def __exit__(self, *exc):
+            logging.getLogger("mlflow").setLevel(self._level)
+            return self._w.__exit__(*exc)
+
+    return _Ctx()
+
+

@@ -1,0 +1,203 @@
+"""Register stage: the promotion gate and every alias move, recorded.
+
+A new version becomes ``@champion`` only if it beats the current champion on the *same* test
+set by ``register.min_improvement`` (optionally with a bootstrap interval above zero);
+otherwise it becomes ``@challenger``. The comparison is computed before anything is written,
+so a failure leaves the registry and aliases as they were. Each alias move is a tagged run in
+the ``<experiment>-registry`` experiment (who, when, from which version, why, the evidence)
+plus tags on the model version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from driftloop.config import Params
+from driftloop.errors import RegistryError
+from driftloop.model import HIGHER_IS_BETTER, PRIMARY_METRIC, DriftloopModel
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def gate_metric(params: Params, task: str) -> str:
+    m = params.register.metric
+    return PRIMARY_METRIC[task] if m == "auto" else m
+
+
+def bootstrap_improvement(task: str, metric: str, y: np.ndarray, new: np.ndarray, old: np.ndarray, *, n: int,
+                          confidence: float, seed: int, thresholds: tuple[float | None, float | None] = (None, None)):
+    """Point estimate and paired-bootstrap interval of the improvement (positive = new is better)."""
+    from driftloop.evaluate import metric_value
+
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    point = sign * (metric_value(task, metric, y, new, thresholds[0]) - metric_value(task, metric, y, old, thresholds[1]))
+    if n == 0:
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        a = metric_value(task, metric, y[idx], new[idx], thresholds[0])
+        b = metric_value(task, metric, y[idx], old[idx], thresholds[1])
+        if a == a and b == b:
+            diffs.append(sign * (a - b))
+    if not diffs:
+        return point, float("nan"), float("nan")
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(diffs, [alpha, 1 - alpha])
+    return point, float(lo), float(hi)
+
+
+@dataclass
+class Decision:
+    alias: str  # champion | challenger
+    reason: str
+    metric: str
+    new_value: float
+    champion_version: str | None = None
+    champion_value: float | None = None
+    improvement: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    test_rows: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide(new: DriftloopModel, champion: DriftloopModel | None, champion_version: str | None, test_df: pd.DataFrame,
+           params: Params, champion_error: str | None = None) -> Decision:
+    """Compare the new model with the champion on the same test set (no writes)."""
+    from driftloop.evaluate import metric_value
+
+    task, rp = new.task, params.register
+    metric = gate_metric(params, task)
+    y = new.encoder.encode(test_df[new.target])
+    new_scores = new.predict_scores(test_df)
+    new_value = metric_value(task, metric, y, new_scores, new.threshold)
+    base = {"metric": metric, "new_value": new_value, "test_rows": len(test_df), "champion_version": champion_version}
+    if champion_version is None:
+        return Decision(CHAMPION, "first model: no current champion", **base)
+    if champion is None:
+        return Decision(CHALLENGER, f"the champion cannot be compared on this test set: {champion_error}", **base)
+    try:
+        if champion.task != task or [str(c) for c in champion.encoder.classes] != [str(c) for c in new.encoder.classes]:
+            raise ValueError(f"champion task/classes {champion.task}/{champion.encoder.classes} differ")
+        old_scores = champion.predict_scores(test_df)
+    except (KeyError, ValueError) as exc:
+        return Decision(CHALLENGER, f"the champion cannot score this test set: {exc}", **base)
+    point, lo, hi = bootstrap_improvement(
+        task, metric, y, new_scores, old_scores, n=rp.n_bootstrap, confidence=rp.confidence, seed=params.base.seed,
+        thresholds=(new.threshold, champion.threshold),
+    )
+    old_value = metric_value(task, metric, y, old_scores, champion.threshold)
+    evidence = {**base, "champion_value": old_value, "improvement": point, "ci_low": lo, "ci_high": hi}
+    passes = point >= rp.min_improvement if rp.min_improvement > 0 else point > 0
+    if rp.require_significant and not (lo > 0):
+        passes = False
+    ci = f"{rp.confidence:.0%} CI [{lo:+.4f}, {hi:+.4f}]"
+    if passes:
+        reason = f"{metric} improves by {point:+.4f} ({ci}) >= register.min_improvement={rp.min_improvement}"
+        return Decision(CHAMPION, reason, **evidence)
+    reason = f"{metric} improvement {point:+.4f} ({ci}) does not reach register.min_improvement={rp.min_improvement}"
+    if rp.require_significant and point >= rp.min_improvement:
+        reason = f"{metric} improvement {point:+.4f} is not significant ({ci}); register.require_significant is set"
+    return Decision(CHALLENGER, reason, **evidence)
+
+
+def current_version(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def load_version(name: str, version: str) -> DriftloopModel:
+    import mlflow
+
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().model
+
+
+def record_move(client, params: Params, *, alias: str, to_version: str, from_version: str | None, action: str,
+                reason: str, evidence: dict | None = None) -> dict:
+    """Set the alias and write the audit record (a run in ``<experiment>-registry`` + version tags)."""
+    from driftloop import tracking
+
+    name = params.base.model_name
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    who = getpass.getuser()
+    record = {
+        "model": name, "alias": alias, "action": action, "to_version": str(to_version),
+        "from_version": None if from_version is None else str(from_version), "reason": reason, "who": who, "when": now,
+        "evidence": evidence or {},
+    }
+    client.set_registered_model_alias(name, alias, str(to_version))
+    prefix = f"{tracking.TAG}{alias}."
+    for key, value in (("moved_at", now), ("moved_by", who), ("reason", reason), ("action", action),
+                       ("previous_version", record["from_version"] or "none"),
+                       ("evidence", json.dumps(evidence or {}, default=str))):
+        client.set_model_version_tag(name, str(to_version), prefix + key, str(value)[:5000])
+    run = tracking.start_run(
+        client, params, experiment=f"{params.base.experiment}-registry", run_name=f"{action}-{alias}-v{to_version}",
+        tags={f"{tracking.TAG}audit": "alias_move", **{f"{tracking.TAG}audit.{k}": str(v) for k, v in record.items()
+                                                         if k != "evidence"}},
+    )
+    metrics = {k: v for k, v in (evidence or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    tracking.log_batch(client, run.info.run_id, metrics=metrics, params={"evidence": json.dumps(evidence or {}, default=str)})
+    client.set_terminated(run.info.run_id)
+    return record
+
+
+def history(client, params: Params, max_results: int = 50) -> list[dict]:
+    """Alias moves, newest first."""
+    from driftloop import tracking
+
+    exp = client.get_experiment_by_name(f"{params.base.experiment}-registry")
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{tracking.TAG}audit.model` = '{params.base.model_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=max_results,
+    )
+    out = []
+    for r in runs:
+        rec = {k.removeprefix(f"{tracking.TAG}audit."): v for k, v in r.data.tags.items() if k.startswith(f"{tracking.TAG}audit.")}
+        rec["evidence"] = json.loads(r.data.params.get("evidence", "{}"))
+        out.append(rec)
+    return out
+
+
+def promote(client, params: Params, version: str, reason: str) -> dict:
+    name = params.base.model_name
+    try:
+        client.get_model_version(name, str(version))
+    except Exception:
+        raise RegistryError(f"model '{name}' has no version {version}") from None
+    current = current_version(client, name, CHAMPION)
+    if current is not None and str(current.version) == str(version):
+        raise RegistryError(f"version {version} of '{name}' is already @champion")
+    return record_move(client, params, alias=CHAMPION, to_version=version,
+                       from_version=current.version if current else None, action="manual_promote", reason=reason)
+
+
+def rollback(client, params: Params, reason: str) -> dict:
+    """Move @champion back to the version it replaced."""
+    name = params.base.model_name
+    current = current_version(client, name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"model '{name}' has no @champion to roll back")
+    previous = current.tags.get(f"driftloop.{CHAMPION}.previous_version", "none")
+    if previous == "none":
+        raise RegistryError(f"@champion (version {current.version}) of '{name}' has no previous champion to roll back to")
+    return record_move(client, params, alias=CHAMPION, to_version=previous, from_version=current.version,
+                       action="rollback", reason=reason)

@@ -1,0 +1,216 @@
+"""MLflow at the edges: tracking setup, lineage tags, trial logging, the pyfunc model.
+
+Nothing here runs at import; ``connect(params)`` sets the tracking/registry URIs explicitly.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from driftloop.config import Params
+
+TAG = "driftloop."  # prefix of every tag driftloop writes
+
+
+def md5_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """The MD5 DVC records for a file in dvc.lock (content hash)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit(cwd: str | Path = ".") -> tuple[str, bool]:
+    """(commit, dirty); ("unknown", False) outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+        return commit, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def lineage_tags(params: Params, data: dict[str, str | Path]) -> dict[str, str]:
+    """Tags every run and model version carries: git commit, data hashes, params hash."""
+    commit, dirty = git_commit()
+    tags = {
+        f"{TAG}git_commit": commit,
+        f"{TAG}git_dirty": str(dirty).lower(),
+        f"{TAG}params_hash": params.hash(),
+        f"{TAG}version": metadata.version("driftloop"),
+        "mlflow.source.git.commit": commit,
+    }
+    for name, path in data.items():
+        if Path(path).exists():
+            tags[f"{TAG}data.{name}.md5"] = md5_file(path)
+            tags[f"{TAG}data.{name}.path"] = str(path)
+    return tags
+
+
+def connect(params: Params):
+    """Point MLflow at the configured store; create the experiment (local artifact folder) if needed."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = params.base.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    if params.base.registry_uri:
+        mlflow.set_registry_uri(params.base.registry_uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=params.base.registry_uri)
+    return client
+
+
+def experiment_id(client, name: str, params: Params) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if not params.base.tracking_uri.startswith(("http://", "https://", "databricks")):
+        location = Path(params.base.artifact_location).resolve().as_uri() + f"/{name}"
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def start_run(client, params: Params, *, experiment: str | None = None, run_name: str, tags: dict[str, str] | None = None,
+              parent_run_id: str | None = None):
+    exp_id = experiment_id(client, experiment or params.base.experiment, params)
+    tags = dict(tags or {})
+    tags.setdefault("mlflow.user", getpass.getuser())
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    return client.create_run(exp_id, run_name=run_name, tags=tags)
+
+
+def log_batch(client, run_id: str, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+              tags: dict[str, str] | None = None, step: int = 0) -> None:
+    """One call for many values (one round trip on a tracking server)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    ms = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None and v == v]
+    ps = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+    ts = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
+    # MLflow's per-call limits: 1000 metrics, 100 params, 100 tags
+    while ms or ps or ts:
+        client.log_batch(run_id, metrics=ms[:1000], params=ps[:100], tags=ts[:100])
+        ms, ps, ts = ms[1000:], ps[100:], ts[100:]
+
+
+class TrialLogger:
+    """Optuna callback: each finished trial becomes a nested MLflow run (3 store calls per trial)."""
+
+    def __init__(self, client, experiment_id: str, parent_run_id: str, tags: dict[str, str]):
+        self.client, self.experiment_id, self.parent, self.tags = client, experiment_id, parent_run_id, tags
+
+    def __call__(self, study, trial) -> None:
+        from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+        start = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
+        end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial.number:03d}",
+            start_time=start,
+            tags={**self.tags, "mlflow.parentRunId": self.parent, f"{TAG}stage": "tune.trial"},
+        )
+        state = trial.state.name
+        metrics = [Metric("duration_s", (end - start) / 1000 if start and end else 0.0, end or 0, 0)]
+        if trial.value is not None:
+            metrics.append(Metric("score", float(trial.value), end or 0, 0))
+        if "best_iteration" in trial.user_attrs:
+            metrics.append(Metric("best_iteration", float(trial.user_attrs["best_iteration"]), end or 0, 0))
+        for step, value in sorted(trial.intermediate_values.items()):
+            metrics.append(Metric("intermediate_score", float(value), end or 0, int(step)))
+        self.client.log_batch(
+            run.info.run_id,
+            metrics=metrics[:1000],
+            params=[Param(k, str(v)) for k, v in trial.params.items()],
+            tags=[
+                RunTag("optuna.trial_number", str(trial.number)),
+                RunTag("optuna.state", state),
+                RunTag("optuna.pruned", str(state == "PRUNED").lower()),
+                RunTag("optuna.study", study.study_name),
+            ],
+        )
+        status = RunStatus.to_string(RunStatus.FAILED if state == "FAIL" else RunStatus.FINISHED)
+        self.client.set_terminated(run.info.run_id, status=status, end_time=end)
+
+
+def log_figure(client, run_id: str, fig, name: str) -> None:
+    client.log_figure(run_id, fig, name)
+
+
+def pip_requirements() -> list[str]:
+    pkgs = ["lightgbm", "pandas", "numpy", "scikit-learn", "pyarrow", "mlflow", "cloudpickle"]
+    return [f"{p}=={metadata.version(p)}" for p in pkgs]
+
+
+def model_signature(model, sample):
+    """Input: the raw columns the model needs, typed ``Any``; output: inferred from a prediction.
+
+    MLflow's schema enforcement rejects pandas categoricals and int64 data for a ``double``
+    column ("can not safely convert"), which real batches (Parquet categoricals, CSV columns
+    whose values happen to be whole) hit all the time. The model's own preprocessing coerces
+    robustly, so the signature pins names and order; the exact kinds and categories travel in
+    the data contract logged with the model (``contract.json`` and the model metadata).
+    """
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inputs = Schema([ColSpec(AnyType(), name, required=True) for name in model.preprocessor.input_columns])
+    outputs = infer_signature(None, model.predict_frame(sample)).outputs
+    return ModelSignature(inputs=inputs, outputs=outputs), to_plain_frame(sample[model.preprocessor.input_columns])
+
+
+def to_plain_frame(df):
+    """Categoricals -> strings, integers/booleans with missing -> floats: JSON- and schema-friendly."""
+    import pandas as pd
+
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s):
+            out[col] = s.astype(object).where(s.notna(), None)
+        elif pd.api.types.is_integer_dtype(s) or (pd.api.types.is_bool_dtype(s) and s.isna().any()):
+            out[col] = s.astype("float64")
+    return out
+
+
+def log_model(client, run_id: str, model, sample, registered_name: str | None = None):
+    """Log the pyfunc model (raw rows in) into ``run_id``; returns ModelInfo."""
+    import mlflow
+
+    from driftloop.pyfunc import DriftloopPyfunc
+
+    signature, example = model_signature(model, sample)
+    code = str(Path(__file__).resolve().parent)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=DriftloopPyfunc(model),
+            signature=signature,
+            input_example=example.head(5),
+            pip_requirements=pip_requirements(),
+            code_paths=[code],
+            metadata={"contract": model.preprocessor.contract(model.target, model.task)},
+        )
+        mlflow.log_dict(model.preprocessor.contract(model.target, model.task), "contract.json")
+    return info
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)

@@ -1,0 +1,129 @@
+"""Train stage: refit LightGBM with the tuned parameters (trees from early stopping on the
+validation split), pick the binary decision threshold on validation data, and fit the
+baselines (dummy, logistic/linear regression) on the same split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from driftloop.config import Params
+from driftloop.features import Preprocessor
+from driftloop.model import DriftloopModel, TargetEncoder
+
+
+@dataclass
+class TrainResult:
+    model: DriftloopModel
+    baselines: dict[str, dict[str, Any]]  # name -> {estimator (on preprocessed features), threshold}
+    valid_metrics: dict[str, dict[str, float]]  # model name -> metrics on the validation split
+
+
+def feature_frame(df: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """Raw feature columns: everything but the target and the split-only columns."""
+    drop = {params.base.target}
+    if params.split.group_column:
+        drop.add(params.split.group_column)
+    return df.drop(columns=[c for c in drop if c in df.columns])
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray, how: str) -> float:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    if how == "youden":
+        fpr, tpr, thr = roc_curve(y, p)
+        return float(np.clip(thr[np.argmax(tpr - fpr)], 0, 1))
+    precision, recall, thr = precision_recall_curve(y, p)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thr[np.argmax(f1[:-1])]) if len(thr) else 0.5
+
+
+def baseline_estimators(task: str, names: list[str], pre: Preprocessor, seed: int) -> dict[str, Any]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    cats = pre.categorical_features
+    nums = [f for f in pre.feature_names if f not in cats]
+    linear_prep = ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), nums),
+            (
+                "cat",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value="__missing__"),
+                    OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=30, sparse_output=False),
+                ),
+                cats,
+            ),
+        ]
+    )
+    out: dict[str, Any] = {}
+    for name in names:
+        if name == "dummy":
+            out[name] = DummyRegressor() if task == "regression" else DummyClassifier(strategy="prior")
+        elif name in ("logistic", "linear"):
+            if task == "regression":
+                out[name] = make_pipeline(linear_prep, Ridge(alpha=1.0))
+            else:
+                out[name] = make_pipeline(linear_prep, LogisticRegression(max_iter=500, random_state=seed))
+    return out
+
+
+def baseline_scores(estimator, X: pd.DataFrame, task: str) -> np.ndarray:
+    if task == "regression":
+        return estimator.predict(_for_sklearn(X))
+    proba = estimator.predict_proba(_for_sklearn(X))
+    return proba[:, 1] if task == "binary" else proba
+
+
+def _for_sklearn(X: pd.DataFrame) -> pd.DataFrame:
+    # sklearn's imputers want object columns, not pandas categoricals with NaN
+    return X.apply(lambda s: s.astype(object).where(s.notna(), np.nan) if isinstance(s.dtype, pd.CategoricalDtype) else s)
+
+
+def train(
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame,
+    params: Params,
+    task: str,
+    lgb_params: dict[str, Any],
+) -> TrainResult:
+    from driftloop.evaluate import compute_metrics
+    from driftloop.tune import fit_booster, make_datasets
+
+    target = params.base.target
+    vp = params.validate_params
+    encoder = TargetEncoder.fit(train_df[target], task, params.base.positive_class)
+    y_train, y_valid = encoder.encode(train_df[target]), encoder.encode(valid_df[target])
+    pre = Preprocessor(
+        params.features,
+        categorical_columns=tuple(vp.categorical_columns),
+        date_columns=tuple(vp.date_columns),
+    )
+    X_train = pre.fit_transform(feature_frame(train_df, params))
+    X_valid = pre.transform(feature_frame(valid_df, params))
+    dtrain, dvalid = make_datasets(X_train, y_train, X_valid, y_valid, params.tune)
+    booster = fit_booster(lgb_params, dtrain, dvalid, params.tune)
+    best_iteration = booster.best_iteration or booster.current_iteration()
+    booster = booster.__class__(model_str=booster.model_to_string(num_iteration=best_iteration))
+    model = DriftloopModel(pre, booster, encoder, target, best_iteration=None)
+    valid_scores = model.predict_scores(valid_df)
+    if task == "binary":
+        model.threshold = choose_threshold(y_valid, valid_scores, params.train.threshold_metric)
+    valid_metrics = {"lightgbm": compute_metrics(task, y_valid, valid_scores, model.threshold)}
+    baselines = {}
+    for name, est in baseline_estimators(task, params.train.baselines, pre, params.base.seed).items():
+        est.fit(_for_sklearn(X_train), y_train)
+        scores = baseline_scores(est, X_valid, task)
+        threshold = choose_threshold(y_valid, scores, params.train.threshold_metric) if task == "binary" else None
+        baselines[name] = {"estimator": est, "threshold": threshold}
+        valid_metrics[name] = compute_metrics(task, y_valid, scores, threshold)
+    return TrainResult(model, baselines, valid_metrics)
