@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="driftloop: train, register, monitor, retrain.")
 err = Console(stderr=True)
@@ -38,7 +39,8 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except DriftloopError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            # escaped: messages quote column names and paths, which may contain "[...]"
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -65,7 +67,7 @@ def ingest(out_path: Annotated[Path, typer.Option("--out", help="Parquet file to
     with progress:
         result = run_ingest(p, str(out_path), advance)
     for w in result.get("warnings", []):
-        err.print(f"[yellow]warning:[/] {w}")
+        err.print(f"[yellow]warning:[/] {escape(w)}")
     out.print(f"ingest: {result['rows']} rows from {result['source']} -> {out_path}")
 
 
@@ -82,7 +84,7 @@ def validate(
 
     result = run_validate(_load(params), str(data), str(out_path), str(report))
     for w in result["warnings"]:
-        err.print(f"[yellow]warning:[/] {w['message']}" + (f" ({w['action']})" if w["action"] != "none" else ""))
+        err.print(f"[yellow]warning:[/] {escape(w['message'])}" + (f" ({w['action']})" if w["action"] != "none" else ""))
     out.print(f"validate: {result['rows']} rows, task={result['task']}, {result['n_warnings']} warning(s) -> {report}")
 
 

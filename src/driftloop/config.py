@@ -216,6 +216,8 @@ with warnings.catch_warnings():
             keys = sections or ("base", "simulate", "ingest", "validate", "split", "features", "tune", "train")
             payload = {k: data[k] for k in keys}
             payload["base"] = {k: v for k, v in payload.get("base", {}).items() if k not in _CONNECTION_KEYS}
+            if "tune" in payload:  # tune.storage is a connection setting (DRIFTLOOP_OPTUNA_STORAGE)
+                payload["tune"] = {k: v for k, v in payload["tune"].items() if k != "storage"}
             return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from driftloop.config import FeaturesParams
 
 _UNSAFE = re.compile(r"[^0-9A-Za-z_]+")
+_BOOL_TEXT = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0}
 
 
 def column_kind(series: pd.Series, *, categorical: bool = False, date: bool = False) -> str:
@@ -108,7 +109,10 @@ class Preprocessor:
                     values = s.astype("string").where(s.notna())
                     out[next(names)] = pd.Categorical(values, categories=self.categories[col])
             elif kind == "boolean":
-                out[next(names)] = pd.to_numeric(s.astype("float64"), errors="coerce").to_numpy()
+                if pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
+                    # text such as "True"/"false" maps to 1/0, other text becomes missing (was: ValueError)
+                    s = s.map(lambda v: _BOOL_TEXT.get(v.strip().lower(), np.nan) if isinstance(v, str) else v)
+                out[next(names)] = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
             else:
                 if pd.api.types.is_numeric_dtype(s):
                     out[next(names)] = s.astype("float64").to_numpy()

@@ -673,7 +673,8 @@ def data_drift(
     normed Wasserstein distance for numeric and Jensen-Shannon for categorical columns, threshold
     0.1). These are the per-column metrics ``DataDriftPreset`` generates; the preset itself is not
     used because it computes every column's drift three times (its ``DriftedColumnsCount`` and its
-    render-time drift table recompute what ``ValueDrift`` does), which made it 3-4x slower here.
+    render-time drift table recompute what ``ValueDrift`` does): at 50k x 30 it took 5.8 s vs 4.1 s
+    on an idle machine and about 20 s vs 5 s on a busy one.
     A column is drifted when Evidently's own test for its ``ValueDrift`` fails; ``n_drifted`` and
     ``drift_share`` count those. Results are read by metric type and column name, never by
     position. The Evidently HTML report is written to ``html_path`` when given.

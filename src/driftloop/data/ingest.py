@@ -50,17 +50,26 @@ def _mask_url(url: str) -> str:
         return "<unparseable SQL URL>"
 
 
+_BY_COLUMN_OPTIONS = {
+    "low_memory", "parse_dates", "date_format", "dtype", "converters", "usecols", "index_col", "na_values",
+    "keep_default_na", "na_filter", "true_values", "false_values",
+}
+
+
 def read_csv(path: str, options: dict, chunk_rows: int, progress: Progress | None = None) -> tuple[pd.DataFrame, list[str]]:
     opts = {"low_memory": False, **options}
+    # the header row is read as text: options that refer to columns by name (parse_dates, dtype, ...)
+    # cannot apply to it, and names like "NA" or "01" must not become NaN or 1
+    header_opts = {k: v for k, v in opts.items() if k not in _BY_COLUMN_OPTIONS}
     try:
-        header = pd.read_csv(path, header=None, nrows=1, **{k: v for k, v in opts.items() if k != "low_memory"})
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, **header_opts)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as exc:
         raise DataError(f"{path}: cannot be read as CSV ({type(exc).__name__}: {exc})") from None
-    names, notes = dedupe_columns([str(v) for v in header.iloc[0].tolist()])
+    names, notes = dedupe_columns([v if isinstance(v, str) and v else f"Unnamed: {i}" for i, v in enumerate(header.iloc[0])])
     try:
         reader = pd.read_csv(path, header=0, names=names, chunksize=chunk_rows, **opts)
         chunks = []
@@ -84,8 +93,9 @@ def read_parquet(path: str, options: dict) -> tuple[pd.DataFrame, list[str]]:
     except Exception as exc:  # pyarrow raises several types for a broken file
         raise DataError(f"{path}: cannot be read as Parquet ({type(exc).__name__}: {exc})") from None
     names, notes = dedupe_columns(table.column_names)
-    table = table.rename_columns(names)
-    return table.to_pandas(), notes
+    df = table.to_pandas()  # renaming the table would drop the pandas metadata (Int64 -> float64)
+    df.columns = names
+    return df, notes
 
 
 def read_sql(params: Params, env: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:

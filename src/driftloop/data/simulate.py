@@ -82,7 +82,8 @@ child of ``numpy.random.SeedSequence(seed).spawn``. Chunks are cut from that str
 data depend on ``(n_rows, seed, start_date, months, default_rate, drift, id_offset)`` and
 never on ``chunk_rows``. ``application_id`` runs from ``id_offset`` upward;
 ``application_date`` (second resolution) increases with it, stratified uniformly over
-``months`` months from ``start_date``. A row takes about 170 bytes (10M rows: 1.7 GB).
+``months`` months from ``start_date``. A row takes 150 bytes (10M rows: 1.5 GB, and
+``simulate`` peaks at about that).
 Nothing happens at import; the pilot sample is built on first use.
 """
 
@@ -579,7 +580,7 @@ def simulate(
     """All ``n_rows`` rows in one frame, equal to ``pd.concat(simulate_chunks(...), ignore_index=True)``.
 
     The frame is filled block by block without an intermediate concatenation, so the peak
-    memory is about the size of the result (roughly 170 bytes a row).
+    memory is about the size of the result (150 bytes a row).
     """
     frames = _generate(n_rows, seed, start_date, months, default_rate, drift, chunk_rows, id_offset, n_rows)
     return next(frames)

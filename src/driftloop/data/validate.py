@@ -88,7 +88,11 @@ def check_contract(df: pd.DataFrame, params: Params, *, source: str) -> str:
     if task == "regression":
         checks.append(
             pa.Check(
-                lambda s: np.isfinite(pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)),
+                # a Series, not an ndarray: pandera cannot post-process ndarray check results
+                lambda s: pd.Series(
+                    np.isfinite(pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)),
+                    index=s.index,
+                ),
                 name="finite",
                 error="must be a finite number (no inf, no text)",
             )
@@ -123,7 +127,7 @@ def check_contract(df: pd.DataFrame, params: Params, *, source: str) -> str:
         need = required_rows_per_class(params)
         if counts.min() < need:
             raise DataError(
-                f"{source}: target column '{target}': class {counts.idxmin()!r} has {counts.min()} rows; "
+                f"{source}: target column '{target}': class {str(counts.idxmin())!r} has {counts.min()} rows; "
                 f"the split (test_size={params.split.test_size}, valid_size={params.split.valid_size}) and "
                 f"tune.cv_folds={params.tune.cv_folds} need at least {need} rows per class"
             )

@@ -1,0 +1,86 @@
+"""Shared fixtures: small params, a throw-away project (git + DVC + SQLite MLflow), PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = str(Path(sys.executable).parent)
+PG_URL = os.environ.get("DRIFTLOOP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def small_params(tmp: Path, **overrides) -> dict:
+    """params.yaml of the repo, shrunk for tests (a few thousand rows, a few trials)."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["base"]["tracking_uri"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    p["base"]["artifact_location"] = str(tmp / "mlartifacts")
+    p["simulate"]["n_rows"] = 3000
+    p["tune"].update(n_trials=4, max_rounds=80, early_stopping_rounds=10, num_threads=1, pruner_warmup_rounds=5,
+                     n_startup_trials=2)
+    p["register"]["n_bootstrap"] = 50
+    p["monitor"]["reference_rows"] = 1000
+    p["evaluate"]["shap_sample_rows"] = 200
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".", 1)
+        p[section][key] = value
+    return p
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh driftloop project: the repo's dvc.yaml and src/, small params, git + dvc init."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
+    shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    write_params(proj / "params.yaml", small_params(proj))
+    run(["git", "init", "-q"], proj)
+    run(["git", "config", "user.email", "ci@example.invalid"], proj)
+    run(["git", "config", "user.name", "ci"], proj)
+    run(["dvc", "init", "-q"], proj)
+    run(["dvc", "config", "core.analytics", "false"], proj)
+    run(["git", "add", "-A"], proj)
+    run(["git", "commit", "-qm", "init"], proj)
+    return proj
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """The local PostgreSQL; tests needing it skip with a reason when it is unreachable."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
+    return PG_URL
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"t_{uuid.uuid4().hex[:10]}"
