@@ -84,7 +84,8 @@ def validate(
 
     result = run_validate(_load(params), str(data), str(out_path), str(report))
     for w in result["warnings"]:
-        err.print(f"[yellow]warning:[/] {escape(w['message'])}" + (f" ({w['action']})" if w["action"] != "none" else ""))
+        action = f" ({w['action']})" if w["action"] != "none" else ""
+        err.print(f"[yellow]warning:[/] {escape(w['message'])}{action}")
     out.print(f"validate: {result['rows']} rows, task={result['task']}, {result['n_warnings']} warning(s) -> {report}")
 
 
@@ -312,6 +313,51 @@ def history(params: ParamsOpt = DEFAULT_PARAMS, limit: Annotated[int, typer.Opti
         table.add_row(rec.get("when", ""), rec.get("alias", ""), rec.get("from_version", ""), rec.get("to_version", ""),
                       rec.get("action", ""), rec.get("who", ""), rec.get("reason", ""))
     out.print(table)
+
+
+BatchArg = Annotated[str, typer.Argument(help="a CSV/Parquet file or glob, `sql:SELECT ...`, or `sim://2025-03?rows=5000&covariate_shift=1`")]
+
+
+@app.command()
+@handle_errors
+def monitor(
+    batch: BatchArg,
+    retrain: Annotated[bool, typer.Option(help="on a retrain decision, add the labeled batch and rerun the pipeline")] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Monitor a new batch against the champion: schema, drift, prediction drift, performance; alert."""
+    from driftloop import loop
+
+    p = _load(params)
+    batch_id, df = loop.read_batch(batch, p)
+    with err.status(f"monitoring {batch_id} ({len(df)} rows)", spinner="dots"):
+        result = loop.monitor_batch(p, batch_id, df)
+    colour = {"ok": "green", "warn": "yellow"}.get(result["status"], "red")
+    out.print(f"monitor: batch {batch_id}: [{colour}]{result['status']}[/] - " + "; ".join(result["decision"].get("reasons", [])))
+    out.print(f"  report: {result['report_html']}  summary: {result['summary_json']}")
+    if retrain and result["status"] == "retrain":
+        from driftloop.pipeline import retrain_on
+
+        reg = retrain_on(p, batch_id, df, result["mlflow_run_id"])
+        out.print(f"retrain: version {reg.get('version')} -> @{reg.get('alias')}: {reg.get('decision', {}).get('reason')}")
+    if result["status"] == "error":
+        raise typer.Exit(2)
+
+
+@app.command()
+@handle_errors
+def score(
+    batch: BatchArg,
+    out_path: Annotated[Path, typer.Option("--out", help="Parquet file for the predictions")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Score a batch with @champion; the predictions carry the model version that made them."""
+    from driftloop import loop
+
+    p = _load(params)
+    _, df = loop.read_batch(batch, p)
+    result = loop.score_batch(p, df, out_path)
+    out.print(f"score: {result['rows']} rows scored by {result['model']} v{result['version']} -> {result['out']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -73,6 +73,7 @@ class IngestParams(_Section):
     read_options: dict[str, Any] = {}
     sql: SqlParams = SqlParams()
     chunk_rows: int = Field(250_000, ge=1_000)
+    labeled_dir: str | None = "data/labeled"  # labeled production batches appended by retraining (DVC-tracked)
 
     @model_validator(mode="after")
     def _source_needs(self) -> IngestParams:

@@ -64,6 +64,11 @@ class DriftloopModel:
     target: str
     threshold: float | None = None  # binary decision threshold chosen on validation data
     best_iteration: int | None = None
+    ignored: list = field(default_factory=list)  # columns dropped by validation (IDs, constants...)
+
+    def contract(self) -> dict:
+        """The data contract of the raw rows this model takes (monitoring checks batches against it)."""
+        return self.preprocessor.contract(self.target, self.task, self.ignored)
 
     @property
     def task(self) -> str:

@@ -218,6 +218,8 @@ def run_train(params: Params, split_dir: str, tuned: str, validation: str, model
     best = json.loads(Path(tuned).read_text())
     task = infer_task(splits["train"][params.base.target], params.base.task)
     result = train(splits["train"], splits["valid"], params, task, best["lgb_params"])
+    report = json.loads(Path(validation).read_text()) if Path(validation).exists() else {}
+    result.model.ignored = list(report.get("dropped_columns", []))
     _atomic_pickle(result.model, model_out)
     _atomic_pickle(result.baselines, baselines_out)
 
@@ -239,11 +241,10 @@ def run_train(params: Params, split_dir: str, tuned: str, validation: str, model
                 "rows.train": len(splits["train"]), "rows.valid": len(splits["valid"]), "rows.test": len(splits["test"])},
         metrics={f"valid_{k}": v for k, v in result.valid_metrics["lightgbm"].items()},
     )
-    if Path(validation).exists():
-        report = json.loads(Path(validation).read_text())
+    if report:
         client.log_dict(run_id, report, "validation.json")
         tracking.log_batch(client, run_id, metrics={"validation_warnings": report.get("n_warnings", 0)})
-    client.log_dict(run_id, result.model.preprocessor.contract(params.base.target, task), "contract.json")
+    client.log_dict(run_id, result.model.contract(), "contract.json")
     baseline_runs = {}
     for name in result.baselines:
         child = tracking.start_run(client, params, run_name=name, parent_run_id=run_id,
@@ -406,3 +407,29 @@ def _quiet():
     return _Ctx()
 
 
+
+
+# --------------------------------------------------------------------------- retraining
+def retrain_on(params: Params, batch_id: str, batch: pd.DataFrame, monitor_run_id: str | None = None,
+               project: str | Path = ".") -> dict:
+    """Add the labeled batch as a new DVC data version, reproduce the pipeline, link the audit trail."""
+    from dvc.repo import Repo
+
+    from driftloop import loop, tracking
+
+    loop.add_labeled_batch(params, batch_id, batch, project)
+    with Repo(str(project)) as repo:
+        repo.reproduce()
+    result = json.loads((Path(project) / _register_out(project)).read_text())
+    loop.link_retraining(tracking.connect(params), params, monitor_run_id, batch_id, result)
+    return result
+
+
+def _register_out(project: str | Path) -> str:
+    """The register stage's declared output, read from dvc.yaml (declared once there)."""
+    import yaml
+
+    stage = yaml.safe_load((Path(project) / "dvc.yaml").read_text())["stages"]["register"]
+    outs = stage["outs"]
+    first = outs[0]
+    return first if isinstance(first, str) else next(iter(first))

@@ -206,9 +206,9 @@ def log_model(client, run_id: str, model, sample, registered_name: str | None = 
             input_example=example.head(5),
             pip_requirements=pip_requirements(),
             code_paths=[code],
-            metadata={"contract": model.preprocessor.contract(model.target, model.task)},
+            metadata={"contract": model.contract()},
         )
-        mlflow.log_dict(model.preprocessor.contract(model.target, model.task), "contract.json")
+        mlflow.log_dict(model.contract(), "contract.json")
     return info
 
 

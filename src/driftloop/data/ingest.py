@@ -69,7 +69,8 @@ def read_csv(path: str, options: dict, chunk_rows: int, progress: Progress | Non
         raise DataError(f"{path}: file not found") from None
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as exc:
         raise DataError(f"{path}: cannot be read as CSV ({type(exc).__name__}: {exc})") from None
-    names, notes = dedupe_columns([v if isinstance(v, str) and v else f"Unnamed: {i}" for i, v in enumerate(header.iloc[0])])
+    header_names = [v if isinstance(v, str) and v else f"Unnamed: {i}" for i, v in enumerate(header.iloc[0])]
+    names, notes = dedupe_columns(header_names)
     try:
         reader = pd.read_csv(path, header=0, names=names, chunksize=chunk_rows, **opts)
         chunks = []
@@ -176,6 +177,20 @@ def read_source(params: Params, progress: Progress | None = None) -> tuple[pd.Da
     return df, notes
 
 
+def _aligned(df: pd.DataFrame, like: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A labeled batch with the columns and dtypes of the main data (categories are unioned)."""
+    missing = [c for c in like.columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: labeled batch lacks column(s) {missing}")
+    df = df[list(like.columns)].copy()
+    for col in like.columns:
+        if isinstance(like[col].dtype, pd.CategoricalDtype):
+            cats = list(like[col].cat.categories) + [c for c in pd.unique(df[col].dropna()) if c not in
+                                                     set(like[col].cat.categories)]
+            df[col] = pd.Categorical(df[col].astype(object), categories=cats)
+    return df
+
+
 def write_parquet_atomic(frames: Iterator[pd.DataFrame] | pd.DataFrame, out: str | Path) -> int:
     """Write one or many frames to ``out`` through a temporary file; returns the row count."""
     import pyarrow as pa
@@ -192,6 +207,8 @@ def write_parquet_atomic(frames: Iterator[pd.DataFrame] | pd.DataFrame, out: str
             table = pa.Table.from_pandas(df, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            elif table.schema != writer.schema:
+                table = table.cast(writer.schema)
             writer.write_table(table, row_group_size=256_000)
             n += len(df)
         if writer is None:
@@ -207,10 +224,17 @@ def write_parquet_atomic(frames: Iterator[pd.DataFrame] | pd.DataFrame, out: str
     return n
 
 
+def labeled_batches(params: Params) -> list[Path]:
+    """Labeled production batches that retraining added (``ingest.labeled_dir``), in name order."""
+    d = params.ingest.labeled_dir
+    return sorted(Path(d).glob("*.parquet")) if d and Path(d).is_dir() else []
+
+
 def ingest(params: Params, out: str | Path, progress: Progress | None = None) -> dict:
     """Run the ingest stage; returns a summary (rows, columns, warnings)."""
     from driftloop.data.validate import check_contract
 
+    extra = labeled_batches(params)
     if params.ingest.source == "simulate":
 
         def chunks() -> Iterator[pd.DataFrame]:
@@ -218,10 +242,14 @@ def ingest(params: Params, out: str | Path, progress: Progress | None = None) ->
                 if progress:
                     progress(len(chunk))
                 yield chunk
+            for path in extra:
+                yield _aligned(pd.read_parquet(path), chunk, path)
 
         n = write_parquet_atomic(chunks(), out)
-        return {"rows": n, "source": "simulate", "warnings": []}
+        return {"rows": n, "source": "simulate", "labeled_batches": len(extra), "warnings": []}
     df, notes = read_source(params, progress)
+    if extra:
+        df = pd.concat([df, *(_aligned(pd.read_parquet(p), df, p) for p in extra)], ignore_index=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check_contract(df, params, source=params.ingest.path or "ingest.sql")
