@@ -258,6 +258,7 @@ def load_params(path: str | Path = "params.yaml", env: dict[str, str] | None = N
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    raw = {k: ({} if v is None else v) for k, v in raw.items()}  # a section with every key commented out
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             sect = raw.setdefault(section, {}) or {}

@@ -96,7 +96,7 @@ class Preprocessor:
         for col, kind in self.kinds.items():
             s = X[col]
             if kind == "datetime":
-                dt = pd.to_datetime(s, errors="coerce", utc=False)
+                dt = s if pd.api.types.is_datetime64_any_dtype(s) else pd.to_datetime(s, errors="coerce", format="mixed")
                 if getattr(dt.dt, "tz", None) is not None:
                     dt = dt.dt.tz_localize(None)
                 for part in self.params.date_parts:
