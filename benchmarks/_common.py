@@ -52,6 +52,13 @@ def derived_params(overrides: dict[str, Any], base: dict | None = None) -> dict:
     return p
 
 
+def effective_params(overrides: dict[str, Any]):
+    """The validated ``Params`` (defaults filled in) of the repo's params.yaml plus ``overrides``."""
+    from driftloop.config import Params
+
+    return Params.model_validate(derived_params(overrides))
+
+
 def env(extra: dict[str, str] | None = None, path_first: list[Path] | None = None) -> dict[str, str]:
     """The environment for subprocesses: .venv/bin on PATH, no inherited MLflow URI, no DVC analytics."""
     e = dict(os.environ)
@@ -106,6 +113,10 @@ def make_project(dest: Path, overrides: dict[str, Any]) -> Path:
     shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
     shutil.copytree(SRC, dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / ".gitignore", dest / ".gitignore")
+    (dest / "data" / "labeled").mkdir(parents=True, exist_ok=True)  # a dependency of the ingest stage
+    for name in ("data/.gitignore", "data/labeled/README.md"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, dest / name)
     params = derived_params(
         {"base.tracking_uri": f"sqlite:///{dest / 'mlflow.db'}", "base.artifact_location": str(dest / "mlartifacts"), **overrides}
     )

@@ -4,6 +4,7 @@ log to MLflow. ``dvc.yaml`` passes every path; nothing here hardcodes one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -130,7 +131,13 @@ def study_name(params: Params, train_path: Path) -> str:
 
     if params.tune.study_name:
         return params.tune.study_name
-    return f"{params.base.experiment}-{md5_file(train_path)[:10]}-{params.hash('base', 'features', 'tune')[:6]}"
+    # the study's identity: the data and what defines the objective, not the budget (n_trials/timeout), so a
+    # rerun with a larger budget continues the same study
+    budget = {"n_trials", "timeout_seconds", "storage", "study_name", "num_threads"}
+    objective = {k: v for k, v in params.tune.model_dump(mode="json").items() if k not in budget}
+    key = json.dumps([params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"),
+                      objective], sort_keys=True)
+    return f"{params.base.experiment}-{md5_file(train_path)[:10]}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"
 
 
 def run_tune(params: Params, split_dir: str, out: str, report: str, progress=None, log_trials: bool = True) -> dict:
@@ -310,7 +317,7 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
             champion = reg.load_version(name, champion_mv.version)
         except Exception as exc:  # an unloadable champion must not block: the new model becomes challenger
             error = f"{type(exc).__name__}: {exc}"
-    decision = reg.decide(model, champion, champion_mv.version if champion_mv else None, test, params, error)
+    decision = reg.decide(model, champion, str(champion_mv.version) if champion_mv else None, test, params, error)
 
     # nothing has been written to the registry up to here
     run_id = _ensure_run(client, params, info)
@@ -335,7 +342,7 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
     previous = reg.current_version(client, name, decision.alias)
     record = reg.record_move(
         client, params, alias=decision.alias, to_version=mv.version,
-        from_version=previous.version if previous else None, action="gate", reason=decision.reason,
+        from_version=str(previous.version) if previous else None, action="gate", reason=decision.reason,
         evidence=decision.to_dict(),
     )
     result = {"registered": True, "model": name, "version": str(mv.version), "alias": decision.alias,

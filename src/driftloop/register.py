@@ -187,7 +187,7 @@ def promote(client, params: Params, version: str, reason: str) -> dict:
     if current is not None and str(current.version) == str(version):
         raise RegistryError(f"version {version} of '{name}' is already @champion")
     return record_move(client, params, alias=CHAMPION, to_version=version,
-                       from_version=current.version if current else None, action="manual_promote", reason=reason)
+                       from_version=str(current.version) if current else None, action="manual_promote", reason=reason)
 
 
 def rollback(client, params: Params, reason: str) -> dict:
@@ -199,5 +199,5 @@ def rollback(client, params: Params, reason: str) -> dict:
     previous = current.tags.get(f"driftloop.{CHAMPION}.previous_version", "none")
     if previous == "none":
         raise RegistryError(f"@champion (version {current.version}) of '{name}' has no previous champion to roll back to")
-    return record_move(client, params, alias=CHAMPION, to_version=previous, from_version=current.version,
+    return record_move(client, params, alias=CHAMPION, to_version=previous, from_version=str(current.version),
                        action="rollback", reason=reason)

@@ -185,14 +185,21 @@ def tune(
         if tp.pruning
         else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=make_storage(tp.storage),
-        sampler=sampler,
-        pruner=pruner,
-        direction=direction,
-        load_if_exists=True,
-    )
+    for attempt in range(5):  # workers starting together race to create the schema and the study
+        try:
+            study = optuna.create_study(
+                study_name=study_name,
+                storage=make_storage(tp.storage),
+                sampler=sampler,
+                pruner=pruner,
+                direction=direction,
+                load_if_exists=True,
+            )
+            break
+        except Exception as exc:
+            if "://" not in tp.storage or attempt == 4 or "IntegrityError" not in repr(exc) and "exists" not in str(exc):
+                raise
+            time.sleep(0.5 + attempt)
     if tp.warm_start:
         for candidate in [LGBM_DEFAULTS, *warm_start]:
             known = {k: candidate[k] for k in LGBM_DEFAULTS if k in candidate}
