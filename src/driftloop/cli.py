@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -39,6 +40,8 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except DriftloopError as exc:
+            if report := os.environ.get("DRIFTLOOP_ERROR_FILE"):  # orchestrators: bad input, do not retry
+                Path(report).write_text(json.dumps({"type": type(exc).__name__, "message": str(exc)}), encoding="utf-8")
             # escaped: messages quote column names and paths, which may contain "[...]"
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
@@ -358,6 +361,27 @@ def score(
     _, df = loop.read_batch(batch, p)
     result = loop.score_batch(p, df, out_path)
     out.print(f"score: {result['rows']} rows scored by {result['model']} v{result['version']} -> {result['out']}")
+
+
+@app.command()
+@handle_errors
+def demo(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output directory [default: demo.output_dir]")] = None,
+    months: Annotated[int | None, typer.Option(help="months to simulate [default: demo.months]")] = None,
+    rows_per_month: Annotated[int | None, typer.Option(help="rows per month [default: demo.rows_per_month]")] = None,
+    initial_rows: Annotated[int | None, typer.Option(help="first training rows [default: demo.initial_rows]")] = None,
+    drift_from: Annotated[int | None, typer.Option(help="first drifted month [default: demo.drift_from_month]")] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Optuna trials per training [default: demo.n_trials]")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """A simulated production year: monitor each month, alert, retrain; timeline vs a model never retrained."""
+    from driftloop.demo import rich_table, run_demo
+
+    result = run_demo(out_dir, params_path=params, months=months, rows_per_month=rows_per_month,
+                      initial_rows=initial_rows, drift_from_month=drift_from, n_trials=n_trials, console=out)
+    out.print(rich_table(result))
+    files = ("timeline.html", "timeline.png", "summary.json")
+    out.print("demo: " + "  ".join(str(result.out_dir / f) for f in files))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,6 +54,7 @@ def resolve_champion(client, params: Params) -> Champion:
     if mv is None:
         raise DriftloopError(f"model '{name}' has no @champion yet: run the training pipeline first (`make run`)")
     model = reg.load_version(name, mv.version)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(mv.run_id, "reference/reference.parquet", tmp)
         reference = pd.read_parquet(path)
@@ -88,7 +89,8 @@ def simulated_batch(spec: str, params: Params) -> tuple[str, pd.DataFrame]:
     df = simulate(rows, seed, start_date=start.strftime("%Y-%m-%d"), months=months,
                   default_rate=params.simulate.default_rate, drift=drift if any(drift.model_dump().values()) else None,
                   id_offset=10_000_000 + seed * 100_000)
-    return _safe_id(f"sim-{start:%Y-%m}-{seed}"), df
+    tag = "-".join(f"{k[:3]}{v:g}" for k, v in drift.model_dump().items() if v)
+    return _safe_id(f"sim-{start:%Y-%m}-{seed}" + (f"-{tag}" if tag else "")), df
 
 
 def read_batch(spec: str, params: Params) -> tuple[str, pd.DataFrame]:

@@ -68,7 +68,7 @@ class DriftloopModel:
 
     def contract(self) -> dict:
         """The data contract of the raw rows this model takes (monitoring checks batches against it)."""
-        return self.preprocessor.contract(self.target, self.task, self.ignored)
+        return self.preprocessor.contract(self.target, self.task, getattr(self, "ignored", []))
 
     @property
     def task(self) -> str:

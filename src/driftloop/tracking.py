@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import os
 import subprocess
 import time
 from importlib import metadata
@@ -92,6 +93,8 @@ def start_run(client, params: Params, *, experiment: str | None = None, run_name
     tags.setdefault("mlflow.user", getpass.getuser())
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
+    if flow_run_id := os.environ.get("DRIFTLOOP_PREFECT_FLOW_RUN_ID"):  # set by the Prefect training flow
+        tags.setdefault(f"{TAG}prefect.flow_run_id", flow_run_id)
     return client.create_run(exp_id, run_name=run_name, tags=tags)
 
 

@@ -1,0 +1,165 @@
+"""Benchmark: what pruning buys the tune stage (trials per minute, best score).
+
+The same Optuna study (``driftloop.tune.tune``: seeded multivariate TPE, LightGBM defaults
+enqueued first, early stopping) is run in-process twice on the same data and seed, once with
+``tune.pruning: true`` (median pruner on LightGBM's validation metric) and once with
+``tune.pruning: false``; no MLflow, no DVC. Data: ``--rows`` simulated rows, the ID column
+dropped (as the validate stage does), the pipeline's split and preprocessing; the LightGBM
+datasets are built once per study, as in the tune stage.
+
+Printed side by side: optimisation time (``study.optimize``; the one-off dataset construction is
+shown apart), trials per minute, completed / pruned trials, boosting rounds trained in all, and
+the best validation score. Target (from the issue): >= 2x trials per minute with pruning at an
+equal or better best score. With ``--repeat N`` the two legs alternate in order (ABBA...) and
+medians are reported (the machine is shared: read ratios, not absolute times).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_pruning.py                          # 100k rows, 30 trials
+    .venv/bin/python benchmarks/bench_pruning.py --rows 20000 --trials 10 # quick
+    .venv/bin/python benchmarks/bench_pruning.py --repeat 2 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+
+def prepare(params):
+    from driftloop.data.simulate import ID_COLUMN, simulate
+    from driftloop.data.split import split
+    from driftloop.data.validate import infer_task
+    from driftloop.pipeline import _prepared
+
+    s = params.simulate
+    df = simulate(s.n_rows, params.base.seed, start_date=s.start_date, months=s.months, default_rate=s.default_rate,
+                  chunk_rows=s.chunk_rows).drop(columns=[ID_COLUMN])
+    task = infer_task(df[params.base.target], params.base.task)
+    parts = split(df, params, task)
+    return _prepared(params, {"train": parts["train"], "valid": parts["valid"]})
+
+
+def rounds_trained(trial, tp) -> int:
+    """Boosting rounds a trial actually trained (pruned: up to the pruning report; complete: best + patience)."""
+    if "pruned_at" in trial.user_attrs:
+        return int(trial.user_attrs["pruned_at"])
+    best = trial.user_attrs.get("best_iteration")
+    if best is None:
+        return 0
+    return min(int(best) + tp.early_stopping_rounds, tp.max_rounds)
+
+
+def run_leg(data, overrides: dict, pruning: bool) -> dict:
+    from driftloop.tune import tune
+
+    params = C.effective_params({**overrides, "tune.pruning": pruning})
+    task, enc, X_train, y_train, X_valid, y_valid = data
+    t0 = time.perf_counter()
+    res = tune(X_train, y_train, X_valid, y_valid, task, len(enc.classes), params,
+               study_name=f"bench-pruning-{pruning}")
+    total = time.perf_counter() - t0
+    trials = res.study.get_trials(deepcopy=False)
+    n = res.n_complete + res.n_pruned
+    return {
+        "pruning": pruning,
+        "optimize_seconds": res.seconds,
+        "setup_seconds": total - res.seconds,  # study + LightGBM datasets (binning), once per study
+        "trials": n,
+        "trials_per_minute": 60.0 * n / res.seconds,
+        "n_complete": res.n_complete,
+        "n_pruned": res.n_pruned,
+        "rounds": sum(rounds_trained(t, params.tune) for t in trials),
+        "best_value": res.best_value,
+        "best_trial": res.study.best_trial.number,
+        "best_iteration": res.best_iteration,
+        "metric": res.metric,
+        "direction": res.direction,
+        "best_params": res.best_params,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rows", type=int, default=100_000, help="simulated rows (default 100,000)")
+    ap.add_argument("--trials", type=int, default=30, help="tune.n_trials per study (default 30)")
+    ap.add_argument("--num-threads", type=int, default=None,
+                    help="override tune.num_threads (default: params.yaml, 0 = all cores)")
+    ap.add_argument("--repeat", type=int, default=1, help="run each leg N times, alternating order; medians reported")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+
+    overrides = {"simulate.n_rows": args.rows, "tune.n_trials": args.trials, "tune.storage": "memory"}
+    if args.num_threads is not None:
+        overrides["tune.num_threads"] = args.num_threads
+    params = C.effective_params(overrides)
+    tp = params.tune
+    m = C.machine()
+    print(f"# bench_pruning: {args.rows:,} rows, {args.trials} trials per study, num_threads={tp.num_threads}, "
+          f"max_rounds={tp.max_rounds}, early_stopping={tp.early_stopping_rounds}; pruner: median, "
+          f"startup_trials={tp.pruner_startup_trials}, warmup_rounds={tp.pruner_warmup_rounds}, "
+          f"report_every={tp.report_every}")
+    print(f"# {C.machine_line(m)}")
+    t0 = time.perf_counter()
+    data = prepare(params)
+    print(f"# data: {len(data[2]):,} train / {len(data[4]):,} valid rows, {data[2].shape[1]} features, "
+          f"prepared in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    legs: dict[bool, list[dict]] = {True: [], False: []}
+    for i in range(args.repeat):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        for pruning in order:
+            print(f"[{i + 1}/{args.repeat}] pruning={str(pruning).lower()} ...", end=" ", flush=True)
+            leg = run_leg(data, overrides, pruning)
+            leg["loadavg"] = C.loadavg()
+            legs[pruning].append(leg)
+            print(f"{leg['optimize_seconds']:.1f}s, best {leg['best_value']:.5f}", flush=True)
+
+    med = statistics.median
+
+    def agg(pruning: bool, key: str) -> float:
+        return med(leg[key] for leg in legs[pruning])
+
+    higher = legs[True][0]["direction"] == "maximize"
+    speedup = agg(True, "trials_per_minute") / agg(False, "trials_per_minute")
+    best_on, best_off = agg(True, "best_value"), agg(False, "best_value")
+    diff = (best_on - best_off) if higher else (best_off - best_on)  # > 0: pruning found a better score
+    score_ok = diff >= -1e-12
+    print(f"\n== Pruning on vs off ({args.rows:,} rows, {args.trials} trials"
+          f"{'' if args.repeat == 1 else f', median of {args.repeat}'})")
+    print(f"  {'':<26}{'pruning on':>14}{'pruning off':>14}")
+    rows = [
+        ("optimize time", "optimize_seconds", "{:13.1f}s"),
+        ("setup (datasets), once", "setup_seconds", "{:13.1f}s"),
+        ("trials per minute", "trials_per_minute", "{:14.2f}"),
+        ("complete trials", "n_complete", "{:14.0f}"),
+        ("pruned trials", "n_pruned", "{:14.0f}"),
+        ("boosting rounds (sum)", "rounds", "{:14.0f}"),
+        (f"best {legs[True][0]['metric']}", "best_value", "{:14.5f}"),
+    ]
+    for label, key, fmt in rows:
+        print(f"  {label:<26}{fmt.format(agg(True, key))}{fmt.format(agg(False, key))}")
+    print(f"  {'best trial (number)':<26}{legs[True][0]['best_trial']:14d}{legs[False][0]['best_trial']:14d}")
+    print(f"\n  trials/minute ratio on/off  {speedup:6.2f}x   target >= 2x: {'met' if speedup >= 2 else 'MISSED'}")
+    print(f"  best score on - off         {best_on - best_off:+.5f}  ({'equal or better' if score_ok else 'WORSE'} with pruning)")
+    met = speedup >= 2 and score_ok
+    print(f"  target (>= 2x at an equal or better best score): {'met' if met else 'MISSED'}")
+    result = {
+        "benchmark": "pruning", "machine": m, "rows": args.rows, "trials": args.trials, "repeat": args.repeat,
+        "tune": tp.model_dump(), "speedup": speedup, "best_on": best_on, "best_off": best_off,
+        "score_equal_or_better": score_ok, "target_met": met,
+        "legs": {"pruning_on": legs[True], "pruning_off": legs[False]},
+    }
+    C.write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

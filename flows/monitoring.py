@@ -1,0 +1,164 @@
+"""The monitoring flow: read a batch, monitor it against @champion (schema, drift, prediction drift,
+performance; reports, MLflow run, alerts), and on a ``retrain`` decision add the labeled batch as a
+new DVC data version and run the training flow as a subflow.
+
+A bad batch (unreadable, empty, missing columns...) ends with a status (``error`` or
+``schema_violation``), never an exception. This flow never moves a registry alias: only the
+register stage's gate (in the training flow) and people do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from driftloop.errors import DataError, DriftloopError
+
+try:
+    from flows.training import RETRY_DELAYS, load_project_params, retry_unless_bad_input, training_flow
+except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) from outside the project root
+    from training import RETRY_DELAYS, load_project_params, retry_unless_bad_input, training_flow
+
+
+@task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_unless_bad_input,
+      cache_policy=NO_CACHE)
+def read_batch(batch: str, params) -> tuple[str, Any]:
+    """A file or glob (CSV/Parquet), ``sql:SELECT ...`` or ``sim://2025-03?rows=5000``; DataError if unreadable."""
+    from driftloop import loop
+
+    return loop.read_batch(batch, params)
+
+
+@task(cache_policy=NO_CACHE)  # not retried: every call logs a monitoring run and may alert
+def monitor(params, batch_id: str, df) -> dict[str, Any]:
+    from driftloop import loop
+
+    return loop.monitor_batch(params, batch_id, df)
+
+
+@task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_unless_bad_input,
+      cache_policy=NO_CACHE)
+def add_labeled_batch(params, batch_id: str, df, project: str) -> str:
+    from driftloop import loop
+
+    return str(loop.add_labeled_batch(params, batch_id, df, project))
+
+
+@task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_unless_bad_input,
+      cache_policy=NO_CACHE)
+def link_retraining(params, monitor_run_id: str | None, batch_id: str, register_result: dict) -> None:
+    from driftloop import loop, tracking
+
+    loop.link_retraining(tracking.connect(params), params, monitor_run_id, batch_id, register_result)
+
+
+def _unreadable(params, batch: str, exc: Exception) -> dict[str, Any]:
+    """The result for a batch that cannot be read: status error, a summary file and an alert."""
+    import datetime as dt
+
+    from driftloop.alerts import Alert, send_alert
+    from driftloop.evaluate import write_json
+
+    stem = Path(batch.split("?", 1)[0]).stem or "batch"
+    batch_id = re.sub(r"[^0-9A-Za-z_.-]+", "-", f"unreadable-{stem}").strip("-")[:60] + "-" + \
+        hashlib.sha1(batch.encode()).hexdigest()[:8]
+    reason = f"{type(exc).__name__}: {exc}"
+    result: dict[str, Any] = {
+        "batch_id": batch_id, "batch": batch, "rows": 0, "status": "error", "error": reason,
+        "decision": {"status": "error", "reasons": [reason]}, "report_html": None, "mlflow_run_id": None,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    outcome = send_alert(Alert(status="error", title=f"driftloop error: batch {batch_id}", message=f"- {reason}",
+                               batch_id=batch_id, details={"batch": batch}), params.alerts)
+    result["alert"] = {"sent": outcome.sent, "errors": outcome.errors, "log": outcome.logged_to}
+    summary = Path(params.monitor.output_dir) / batch_id / "summary.json"
+    result["summary_json"] = str(summary)
+    write_json(result, summary)
+    return result
+
+
+def _retrain(params, project: Path, batch_id: str, df, result: dict) -> dict[str, Any]:
+    logger = get_run_logger()
+    try:
+        labeled = add_labeled_batch(params, batch_id, df, str(project))
+    except DataError as exc:  # no labels: nothing to retrain on
+        logger.warning("retrain skipped: %s", exc)
+        return {"skipped": str(exc)}
+    # the DVC stages read the project's params.yaml (dvc.yaml), whatever this flow was given
+    reg = training_flow(project=str(project))
+    info: dict[str, Any] = {"labeled_batch": labeled, "training_flow_run_id": reg["pipeline"]["flow_run_id"],
+                            "registered": reg["pipeline"]["registered_now"]}
+    if reg["pipeline"]["registered_now"]:
+        link_retraining(params, result.get("mlflow_run_id"), batch_id, reg)
+        info.update(model=reg["model"], version=reg["version"], alias=reg["alias"],
+                    reason=reg.get("decision", {}).get("reason"))
+    else:
+        info["reason"] = reg.get("reason") or "the pipeline registered no new version"
+    return info
+
+
+def _markdown(result: dict) -> str:
+    reasons = "; ".join(map(str, result.get("decision", {}).get("reasons", []))) or "-"
+    rows = [("Batch", f"{result['batch_id']} ({result.get('rows', 0)} rows)"), ("Status", f"**{result['status']}**"),
+            ("Reasons", reasons), ("Report", f"`{result.get('report_html') or '-'}`"),
+            ("Summary", f"`{result.get('summary_json') or '-'}`"),
+            ("MLflow run", f"`{result.get('mlflow_run_id') or '-'}`"),
+            ("Champion", str(result.get("champion_version", "-")))]
+    if "drift" in result:
+        rows.append(("Drift share", f"{result['drift'].get('drift_share', 0):.0%}"))
+    if "alert" in result:
+        rows.append(("Alert", "sent" if result["alert"].get("sent") else f"logged to {result['alert'].get('log')}"))
+    retrain = result.get("retrain")
+    if retrain:
+        if "version" in retrain:
+            text = f"version {retrain['version']} -> @{retrain['alias']} ({retrain.get('reason')})"
+        else:
+            text = retrain.get("error") or retrain.get("skipped") or retrain.get("reason") or "-"
+        rows.append(("Retrain", text))
+    body = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows)
+    return f"# driftloop monitoring\n\n| | |\n|---|---|\n{body}\n"
+
+
+@flow(name="driftloop-monitoring", log_prints=True)
+def monitoring_flow(batch: str, params_path: str = "params.yaml", project: str = ".", retrain: bool = True
+                    ) -> dict[str, Any]:
+    """Monitor one batch; on ``retrain`` (and ``retrain=True``) retrain on it through the training flow."""
+    from prefect.artifacts import create_markdown_artifact
+
+    logger = get_run_logger()
+    root = Path(project).resolve()
+    with contextlib.chdir(root):
+        params = load_project_params(root, params_path)
+        try:
+            batch_id, df = read_batch(batch, params)
+        except DriftloopError as exc:  # a bad batch is a monitoring result, not a crash
+            result = _unreadable(params, batch, exc)
+        else:
+            result = monitor(params, batch_id, df)
+            if result["status"] == "retrain":
+                if not retrain:
+                    result["retrain"] = {"skipped": "retrain=False"}
+                else:
+                    try:
+                        result["retrain"] = _retrain(params, root, batch_id, df, result)
+                    except Exception as exc:  # the training failed: report it, then fail this run
+                        result["retrain"] = {"error": f"{type(exc).__name__}: {exc}"}
+                        create_markdown_artifact(key="driftloop-monitoring", markdown=_markdown(result),
+                                                 description=f"batch {batch_id}: {result['status']}")
+                        raise
+        create_markdown_artifact(key="driftloop-monitoring", markdown=_markdown(result),
+                                 description=f"batch {result['batch_id']}: {result['status']}")
+        logger.info("batch %s: %s (report %s)", result["batch_id"], result["status"], result.get("report_html"))
+        return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    monitoring_flow(sys.argv[1])

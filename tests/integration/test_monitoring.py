@@ -1,0 +1,159 @@
+"""Monitoring bad batches against a real champion (MLflow registry, Evidently): a report and a clear
+status every time, never an exception, never an alias move."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import small_params, write_params
+
+from driftloop import loop, pipeline, tracking
+from driftloop.config import load_params
+from driftloop.data.simulate import simulate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One champion for the module (ingest → register, in process, SQLite MLflow)."""
+    work = tmp_path_factory.mktemp("monitoring")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv("DRIFTLOOP_ALERT_URLS", raising=False)
+    write_params(work / "params.yaml", small_params(work, **{"tune.n_trials": 2, "simulate.n_rows": 5000, "monitor.reference_rows": 3000}))
+    p = load_params(work / "params.yaml")
+    pipeline.run_ingest(p, "data/raw.parquet")
+    pipeline.run_validate(p, "data/raw.parquet", "data/validated.parquet", "reports/validation.json")
+    pipeline.run_split(p, "data/validated.parquet", "data/split")
+    pipeline.run_tune(p, "data/split", "models/best_params.json", "reports/tune.json")
+    pipeline.run_train(p, "data/split", "models/best_params.json", "reports/validation.json", "models/model.pkl",
+                       "models/baselines.pkl", "models/run.json")
+    pipeline.run_evaluate(p, "data/split", "models/model.pkl", "models/baselines.pkl", "models/run.json",
+                          "reports/metrics.json", "reports/plots")
+    pipeline.run_register(p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json",
+                          "reports/register.json")
+    client = tracking.connect(p)
+    champion = loop.resolve_champion(client, p)
+    yield p, client, champion
+    mp.undo()
+
+
+def _monitor(trained, batch_id, df):
+    p, client, champion = trained
+    before = client.get_model_version_by_alias(p.base.model_name, "champion").version
+    result = loop.monitor_batch(p, batch_id, df, client=client, champion=champion)
+    assert client.get_model_version_by_alias(p.base.model_name, "champion").version == before
+    assert json.loads(Path(result["summary_json"]).read_text())["status"] == result["status"]
+    assert Path(result["report_html"]).read_text().strip()
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.data.tags["driftloop.status"] == result["status"]
+    return result
+
+
+def _month(seed=11, rows=2000, **drift):
+    q = "&".join(f"{k}={v}" for k, v in drift.items())
+    return f"sim://2025-02?rows={rows}&seed={seed}" + (f"&{q}" if q else "")
+
+
+def test_resolves_reference_through_lineage(trained):
+    p, _, champion = trained
+    assert champion.version == "1"
+    assert len(champion.reference) == p.monitor.reference_rows
+    assert "application_id" in champion.contract["ignored"]  # dropped by validation, allowed in batches
+
+
+def test_no_drift_batch_is_ok_with_labels_and_performance(trained):
+    p, *_ = trained
+    batch_id, df = loop.read_batch(_month(), p)
+    r = _monitor(trained, batch_id, df)
+    assert r["status"] == "ok", r["decision"]
+    assert r["drift"]["n_drifted"] <= 1  # sparse columns (mostly missing) can cross 0.1 on 2,000 rows
+    assert r["performance"]["roc_auc"] > 0.7
+
+
+def test_covariate_shift_is_flagged(trained):
+    p, *_ = trained
+    batch_id, df = loop.read_batch(_month(covariate_shift=1.5), p)
+    r = _monitor(trained, batch_id, df)
+    assert r["status"] in ("warn", "retrain")
+    assert {"annual_income", "credit_score"} & set(r["drift"]["drifted_columns"] if "drifted_columns" in r["drift"]
+                                                   else [c["column"] for c in r["drift"]["columns"] if c["drifted"]])
+
+
+def test_batch_without_labels_drift_only(trained):
+    p, *_ = trained
+    _, df = loop.read_batch(_month(seed=12), p)
+    r = _monitor(trained, "unlabeled", df.drop(columns=["default"]))
+    assert r["status"] == "ok"
+    assert "performance" not in r and "drift" in r
+
+
+@pytest.mark.parametrize(
+    "name, change, status",
+    [
+        ("missing", lambda d: d.drop(columns=["credit_score"]), "schema_violation"),
+        ("extra", lambda d: d.assign(promo_code="X1"), "schema_violation"),
+        ("renamed", lambda d: d.rename(columns={"annual_income": "Annual Income"}), "schema_violation"),
+        ("retyped", lambda d: d.assign(credit_score=np.where(d.index % 2, "high", "low")), "schema_violation"),
+        ("empty", lambda d: d.iloc[:0], "schema_violation"),
+    ],
+)
+def test_schema_problems_are_reported_not_raised(trained, name, change, status):
+    p, *_ = trained
+    _, df = loop.read_batch(_month(seed=13, rows=800), p)
+    r = _monitor(trained, f"bad-{name}", change(df))
+    assert r["status"] == status
+    assert r["decision"]["reasons"]
+    if name == "renamed":
+        assert r["schema"]["renamed"]
+
+
+def test_all_missing_column_and_new_category_are_reported(trained):
+    p, *_ = trained
+    _, df = loop.read_batch(_month(seed=14, rows=1500, new_category=1), p)
+    df["credit_utilization"] = np.nan
+    r = _monitor(trained, "odd-values", df)
+    assert r["status"] in ("ok", "warn", "retrain")
+    assert "credit_utilization" in r["schema"]["all_missing"]
+    assert "crypto_investment" in r["schema"]["new_categories"].get("loan_purpose", [])
+
+
+def test_batch_far_larger_than_reference(trained):
+    p, _, champion = trained
+    df = simulate(60_000, 21, start_date="2025-03-01", months=1)
+    r = _monitor(trained, "large", df)
+    assert r["status"] == "ok"
+    assert r["drift"]["current_rows"] == 60_000
+    assert r["drift"]["current_sample_rows"] <= p.monitor.sample_rows
+
+
+def test_empty_csv_file_gives_a_status(trained, tmp_path):
+    p, *_ = trained
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    batch_id, df = loop.read_batch(str(path), p)
+    r = _monitor(trained, batch_id, df)
+    assert r["status"] == "schema_violation"
+
+
+def test_alert_log_records_non_ok_batches(trained):
+    p, *_ = trained
+    lines = [json.loads(line) for line in Path(p.alerts.log_path).read_text().splitlines()]
+    assert any(line["status"] == "schema_violation" for line in lines)
+
+
+def test_score_batch_writes_version(trained, tmp_path):
+    p, client, champion = trained
+    _, df = loop.read_batch(_month(seed=15, rows=500), p)
+    out = tmp_path / "pred.parquet"
+    res = loop.score_batch(p, df, out, client=client, champion=champion)
+    pred = pd.read_parquet(out)
+    assert len(pred) == 500 and set(pred["model_version"]) == {"1"}
+    assert "application_id" in pred.columns and "proba_1" in pred.columns
+    assert res["version"] == "1"
