@@ -21,9 +21,16 @@ from prefect.cache_policies import NO_CACHE
 from driftloop.errors import DataError, DriftloopError
 
 try:
-    from flows.training import RETRY_DELAYS, load_project_params, retry_unless_bad_input, training_flow
+    from flows.training import (
+        FLOW_RUN_ENV,
+        RETRY_DELAYS,
+        environ,
+        load_project_params,
+        retry_unless_bad_input,
+        training_flow,
+    )
 except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) from outside the project root
-    from training import RETRY_DELAYS, load_project_params, retry_unless_bad_input, training_flow
+    from training import FLOW_RUN_ENV, RETRY_DELAYS, environ, load_project_params, retry_unless_bad_input, training_flow
 
 
 @task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_unless_bad_input,
@@ -130,9 +137,11 @@ def monitoring_flow(batch: str, params_path: str = "params.yaml", project: str =
                     ) -> dict[str, Any]:
     """Monitor one batch; on ``retrain`` (and ``retrain=True``) retrain on it through the training flow."""
     from prefect.artifacts import create_markdown_artifact
+    from prefect.runtime import flow_run
 
     logger = get_run_logger()
     root = Path(project).resolve()
+    flow_run_id = str(flow_run.get_id())
     with contextlib.chdir(root):
         params = load_project_params(root, params_path)
         try:
@@ -140,7 +149,8 @@ def monitoring_flow(batch: str, params_path: str = "params.yaml", project: str =
         except DriftloopError as exc:  # a bad batch is a monitoring result, not a crash
             result = _unreadable(params, batch, exc)
         else:
-            result = monitor(params, batch_id, df)
+            with environ(**{FLOW_RUN_ENV: flow_run_id}):  # the monitoring MLflow run names this flow run
+                result = monitor(params, batch_id, df)
             if result["status"] == "retrain":
                 if not retrain:
                     result["retrain"] = {"skipped": "retrain=False"}
@@ -152,6 +162,7 @@ def monitoring_flow(batch: str, params_path: str = "params.yaml", project: str =
                         create_markdown_artifact(key="driftloop-monitoring", markdown=_markdown(result),
                                                  description=f"batch {batch_id}: {result['status']}")
                         raise
+        result["prefect_flow_run_id"] = flow_run_id
         create_markdown_artifact(key="driftloop-monitoring", markdown=_markdown(result),
                                  description=f"batch {result['batch_id']}: {result['status']}")
         logger.info("batch %s: %s (report %s)", result["batch_id"], result["status"], result.get("report_html"))

@@ -93,6 +93,17 @@ def _prefect_flow_run(flow_run_id: str):
         return client.read_flow_run(uuid.UUID(flow_run_id))
 
 
+def _artifacts(flow_run_id: str) -> list:
+    """The artifacts of a flow run (every filter given: the server rejects nulls that Artifact.get sends)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, TaskRunFilter
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(flow_run_id)])),
+            flow_run_filter=FlowRunFilter(), task_run_filter=TaskRunFilter(), limit=10, offset=0)
+
+
 def test_retry_condition_retries_transient_failures_not_bad_input(flows):
     from prefect import flow, task
 
@@ -124,7 +135,6 @@ def test_retry_condition_retries_transient_failures_not_bad_input(flows):
 
 
 def test_training_flow_runs_every_stage_registers_and_links_then_skips(flows, trained, monkeypatch):
-    from prefect.artifacts import Artifact
     from prefect.client.orchestration import get_client
 
     proj, first, flow_run_id = trained
@@ -146,8 +156,9 @@ def test_training_flow_runs_every_stage_registers_and_links_then_skips(flows, tr
 
     fr = _prefect_flow_run(flow_run_id)
     assert {f"mlflow-run:{first['run_id']}", "model-version:1", "alias:champion", f"model:{MODEL}"} <= set(fr.tags)
-    artifact = Artifact.get("driftloop-training")
-    assert artifact is not None and first["run_id"] in artifact.data and "@champion" in artifact.data
+    (artifact,) = _artifacts(flow_run_id)
+    assert artifact.key == "driftloop-training" and artifact.type == "markdown"
+    assert first["run_id"] in artifact.data and "@champion" in artifact.data
     with get_client(sync_client=True) as pc:
         limit = pc.read_global_concurrency_limit_by_name(flows["training"].concurrency_limit_name(proj))
     assert limit.limit == 1
@@ -172,6 +183,10 @@ def test_monitoring_flow_no_drift_is_ok_and_moves_nothing(flows, trained, monkey
     assert Path(result["summary_json"]).exists()
     assert "retrain" not in result
     assert client.get_run(result["mlflow_run_id"]).data.tags["driftloop.status"] == "ok"
+    tags = client.get_run(result["mlflow_run_id"]).data.tags
+    assert tags["driftloop.prefect.flow_run_id"] == result["prefect_flow_run_id"]
+    (artifact,) = _artifacts(result["prefect_flow_run_id"])
+    assert "**ok**" in artifact.data and result["report_html"] in artifact.data
     assert _aliases(client) == before
     assert _n_versions(client) == n_before
 
