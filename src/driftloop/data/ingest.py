@@ -88,7 +88,12 @@ def read_parquet(path: str, options: dict) -> tuple[pd.DataFrame, list[str]]:
     try:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path, **options)
+        try:
+            table = pq.read_table(path, **options)
+        except Exception as exc:
+            if "Multiple matches for FieldRef" not in str(exc):
+                raise
+            table = pq.ParquetFile(path).read()  # duplicate column names: read without the dataset API
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except Exception as exc:  # pyarrow raises several types for a broken file

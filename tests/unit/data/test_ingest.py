@@ -283,7 +283,6 @@ def test_dedupe_columns_unit():
     assert names == ["1", "1__2"]
 
 
-@pytest.mark.xfail(strict=True, reason="pq.read_table (dataset API) rejects duplicate names before dedupe_columns")
 def test_duplicate_column_names_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
