@@ -3,8 +3,8 @@
 - ``make_project``: a throw-away driftloop project (the repo's ``dvc.yaml`` and ``src/``, a
   ``params.yaml`` derived from the repo's, ``git init`` + ``dvc init``, MLflow on a SQLite file
   inside the project), as ``tests/conftest.py`` does for the integration tests;
-- ``run_timed`` / ``run_peak_rss``: a subprocess with its wall time, or with its peak RSS
-  (``os.wait4``: the kernel's ``ru_maxrss`` of that one child, what ``/usr/bin/time -v`` prints);
+- ``run_timed`` / ``run_usage``: a subprocess with its wall time, or with wall time, CPU time and
+  peak RSS (``os.wait4``: the kernel's rusage of that child, what ``/usr/bin/time -v`` prints);
 - ``machine``: the context worth printing next to any figure (cores, load, versions).
 """
 
@@ -71,21 +71,30 @@ def env(extra: dict[str, str] | None = None, path_first: list[Path] | None = Non
     return e
 
 
-def run(cmd: list[str], cwd: Path, *, environ: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, *, environ: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     res = subprocess.run(cmd, cwd=cwd, env=environ or env(), capture_output=True, text=True)
     if check and res.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({res.returncode}) in {cwd}:\n{res.stdout}\n{res.stderr}")
     return res
 
 
-def run_timed(cmd: list[str], cwd: Path, *, environ: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
+def run_timed(
+    cmd: list[str], cwd: Path, *, environ: dict[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
     res = run(cmd, cwd, environ=environ)
     return time.perf_counter() - t0, res
 
 
-def run_peak_rss(cmd: list[str], cwd: Path, *, environ: dict[str, str] | None = None, log: Path | None = None) -> dict:
-    """Run ``cmd``; return its wall time, peak RSS (bytes) and CPU times. Output goes to ``log``."""
+def run_usage(cmd: list[str], cwd: Path, *, environ: dict[str, str] | None = None, log: Path | None = None) -> dict:
+    """Run ``cmd`` (output to ``log``); return its wall time, peak RSS (bytes) and CPU times.
+
+    ``os.wait4`` gives the kernel's rusage of that child, including the descendants it waited for
+    (``dvc repro`` -> each ``driftloop`` stage): CPU seconds are the whole tree's, the peak RSS is the
+    largest single process's (what ``/usr/bin/time -v`` prints as "Maximum resident set size").
+    """
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
     try:
         t0 = time.perf_counter()
@@ -98,8 +107,14 @@ def run_peak_rss(cmd: list[str], cwd: Path, *, environ: dict[str, str] | None = 
             out.close()
     if proc.returncode != 0:
         tail = log.read_text()[-3000:] if log else ""
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{tail}")
-    return {"seconds": wall, "peak_rss_bytes": ru.ru_maxrss * 1024, "user_s": ru.ru_utime, "sys_s": ru.ru_stime}
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}) in {cwd}:\n{tail}")
+    return {
+        "seconds": wall,
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "user_s": ru.ru_utime,
+        "sys_s": ru.ru_stime,
+        "peak_rss_bytes": ru.ru_maxrss * 1024,
+    }
 
 
 def write_params(path: Path, params: dict) -> Path:
@@ -118,7 +133,11 @@ def make_project(dest: Path, overrides: dict[str, Any]) -> Path:
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, dest / name)
     params = derived_params(
-        {"base.tracking_uri": f"sqlite:///{dest / 'mlflow.db'}", "base.artifact_location": str(dest / "mlartifacts"), **overrides}
+        {
+            "base.tracking_uri": f"sqlite:///{dest / 'mlflow.db'}",
+            "base.artifact_location": str(dest / "mlartifacts"),
+            **overrides,
+        }
     )
     write_params(dest / "params.yaml", params)
     for cmd in (

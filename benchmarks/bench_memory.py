@@ -77,52 +77,109 @@ def main(argv: list[str] | None = None) -> dict:
     (work / "models/fixed_params.json").write_text(json.dumps({"lgb_params": fixed, "tune_run_id": ""}))
 
     dl = str(C.BIN / "driftloop")
-    train_args = ["--split-dir", "data/split", "--tuned", "models/fixed_params.json", "--validation",
-                  "reports/validation.json", "--model", "models/model.pkl", "--baselines", "models/baselines.pkl",
-                  "--run-info", "models/run.json"]
+    train_args = [
+        "--split-dir",
+        "data/split",
+        "--tuned",
+        "models/fixed_params.json",
+        "--validation",
+        "reports/validation.json",
+        "--model",
+        "models/model.pkl",
+        "--baselines",
+        "models/baselines.pkl",
+        "--run-info",
+        "models/run.json",
+    ]
     steps = [
         ("ingest", [dl, "ingest", "--out", "data/raw.parquet"]),
-        ("validate", [dl, "validate", "--data", "data/raw.parquet", "--out", "data/validated.parquet",
-                      "--report", "reports/validation.json"]),
+        (
+            "validate",
+            [
+                dl,
+                "validate",
+                "--data",
+                "data/raw.parquet",
+                "--out",
+                "data/validated.parquet",
+                "--report",
+                "reports/validation.json",
+            ],
+        ),
         ("split", [dl, "split", "--data", "data/validated.parquet", "--out-dir", "data/split"]),
     ]
     if args.tune_trials > 0:
-        steps.append(("tune", [dl, "tune", "--split-dir", "data/split", "--out", "models/best_params.json",
-                               "--report", "reports/tune.json"]))
+        steps.append(
+            (
+                "tune",
+                [
+                    dl,
+                    "tune",
+                    "--split-dir",
+                    "data/split",
+                    "--out",
+                    "models/best_params.json",
+                    "--report",
+                    "reports/tune.json",
+                ],
+            )
+        )
     steps.append(("train (LightGBM only)", [dl, "train", *train_args, "--params", "params_lgb_only.yaml"]))
     if not args.skip_baselines:
         steps.append(("train", [dl, "train", *train_args]))
 
     m = C.machine()
-    print(f"# bench_memory: {args.rows:,} rows; tune {args.tune_trials} trial(s), max_rounds={args.max_rounds}, "
-          f"num_threads={eff.tune.num_threads}; train baselines {eff.train.baselines}; limit {LIMIT_GIB:g} GiB")
+    print(
+        f"# bench_memory: {args.rows:,} rows; tune {args.tune_trials} trial(s), max_rounds={args.max_rounds}, "
+        f"num_threads={eff.tune.num_threads}; train baselines {eff.train.baselines}; limit {LIMIT_GIB:g} GiB"
+    )
     print(f"# {C.machine_line(m)}; work folder {work}")
     results = []
     for name, cmd in steps:
         print(f"{name} ...", end=" ", flush=True)
-        r = C.run_peak_rss(cmd, work, log=work / f"{name.split()[0]}{'-lgb' if 'only' in name else ''}.log")
+        r = C.run_usage(cmd, work, log=work / f"{name.split()[0]}{'-lgb' if 'only' in name else ''}.log")
         r.update(stage=name, loadavg=C.loadavg())
         results.append(r)
         print(f"{r['seconds']:.0f}s, peak RSS {C.gib(r['peak_rss_bytes']):.2f} GiB", flush=True)
 
-    sizes = {p.name: p.stat().st_size for p in [work / "data/raw.parquet", work / "data/validated.parquet",
-                                                  *sorted((work / "data/split").glob("*.parquet"))] if p.exists()}
+    sizes = {
+        p.name: p.stat().st_size
+        for p in [
+            work / "data/raw.parquet",
+            work / "data/validated.parquet",
+            *sorted((work / "data/split").glob("*.parquet")),
+        ]
+        if p.exists()
+    }
     print(f"\n== Peak RSS per stage process ({args.rows:,} rows)")
     print(f"  {'stage':<24}{'peak RSS':>12}{'wall':>9}{'cpu':>9}   in target")
     for r in results:
         in_target = r["stage"] in TARGET_STAGES
         ok = C.gib(r["peak_rss_bytes"]) < LIMIT_GIB
-        print(f"  {r['stage']:<24}{C.gib(r['peak_rss_bytes']):9.2f} GiB{r['seconds']:8.0f}s"
-              f"{r['user_s'] + r['sys_s']:8.0f}s   {('yes' if in_target else 'no '):<4}{'' if ok else '  OVER'}")
+        print(
+            f"  {r['stage']:<24}{C.gib(r['peak_rss_bytes']):9.2f} GiB{r['seconds']:8.0f}s"
+            f"{r['user_s'] + r['sys_s']:8.0f}s   {('yes' if in_target else 'no '):<4}{'' if ok else '  OVER'}"
+        )
     target = [r for r in results if r["stage"] in TARGET_STAGES]
     worst = max(target, key=lambda r: r["peak_rss_bytes"])
     met = C.gib(worst["peak_rss_bytes"]) < LIMIT_GIB
-    print(f"\n  highest of ingest/tune/train: {C.gib(worst['peak_rss_bytes']):.2f} GiB ({worst['stage']}); "
-          f"target < {LIMIT_GIB:g} GiB: {'met' if met else 'MISSED'}")
+    print(
+        f"\n  highest of ingest/tune/train: {C.gib(worst['peak_rss_bytes']):.2f} GiB ({worst['stage']}); "
+        f"target < {LIMIT_GIB:g} GiB: {'met' if met else 'MISSED'}"
+    )
     print("  files: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in sizes.items()))
-    result = {"benchmark": "memory", "machine": m, "rows": args.rows, "max_rounds": args.max_rounds,
-              "tune_trials": args.tune_trials, "limit_gib": LIMIT_GIB, "stages": results,
-              "max_target_gib": C.gib(worst["peak_rss_bytes"]), "target_met": met, "file_bytes": sizes}
+    result = {
+        "benchmark": "memory",
+        "machine": m,
+        "rows": args.rows,
+        "max_rounds": args.max_rounds,
+        "tune_trials": args.tune_trials,
+        "limit_gib": LIMIT_GIB,
+        "stages": results,
+        "max_target_gib": C.gib(worst["peak_rss_bytes"]),
+        "target_met": met,
+        "file_bytes": sizes,
+    }
     if args.keep:
         print(f"  work folder kept: {work}")
     else:

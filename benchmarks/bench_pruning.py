@@ -40,8 +40,14 @@ def prepare(params):
     from driftloop.pipeline import _prepared
 
     s = params.simulate
-    df = simulate(s.n_rows, params.base.seed, start_date=s.start_date, months=s.months, default_rate=s.default_rate,
-                  chunk_rows=s.chunk_rows).drop(columns=[ID_COLUMN])
+    df = simulate(
+        s.n_rows,
+        params.base.seed,
+        start_date=s.start_date,
+        months=s.months,
+        default_rate=s.default_rate,
+        chunk_rows=s.chunk_rows,
+    ).drop(columns=[ID_COLUMN])
     task = infer_task(df[params.base.target], params.base.task)
     parts = split(df, params, task)
     return _prepared(params, {"train": parts["train"], "valid": parts["valid"]})
@@ -63,8 +69,9 @@ def run_leg(data, overrides: dict, pruning: bool) -> dict:
     params = C.effective_params({**overrides, "tune.pruning": pruning})
     task, enc, X_train, y_train, X_valid, y_valid = data
     t0 = time.perf_counter()
-    res = tune(X_train, y_train, X_valid, y_valid, task, len(enc.classes), params,
-               study_name=f"bench-pruning-{pruning}")
+    res = tune(
+        X_train, y_train, X_valid, y_valid, task, len(enc.classes), params, study_name=f"bench-pruning-{pruning}"
+    )
     total = time.perf_counter() - t0
     trials = res.study.get_trials(deepcopy=False)
     n = res.n_complete + res.n_pruned
@@ -90,8 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000, help="simulated rows (default 100,000)")
     ap.add_argument("--trials", type=int, default=30, help="tune.n_trials per study (default 30)")
-    ap.add_argument("--num-threads", type=int, default=None,
-                    help="override tune.num_threads (default: params.yaml, 0 = all cores)")
+    ap.add_argument(
+        "--num-threads", type=int, default=None, help="override tune.num_threads (default: params.yaml, 0 = all cores)"
+    )
     ap.add_argument("--repeat", type=int, default=1, help="run each leg N times, alternating order; medians reported")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
@@ -102,15 +110,20 @@ def main(argv: list[str] | None = None) -> dict:
     params = C.effective_params(overrides)
     tp = params.tune
     m = C.machine()
-    print(f"# bench_pruning: {args.rows:,} rows, {args.trials} trials per study, num_threads={tp.num_threads}, "
-          f"max_rounds={tp.max_rounds}, early_stopping={tp.early_stopping_rounds}; pruner: median, "
-          f"startup_trials={tp.pruner_startup_trials}, warmup_rounds={tp.pruner_warmup_rounds}, "
-          f"report_every={tp.report_every}")
+    print(
+        f"# bench_pruning: {args.rows:,} rows, {args.trials} trials per study, num_threads={tp.num_threads}, "
+        f"max_rounds={tp.max_rounds}, early_stopping={tp.early_stopping_rounds}; pruner: median, "
+        f"startup_trials={tp.pruner_startup_trials}, warmup_rounds={tp.pruner_warmup_rounds}, "
+        f"report_every={tp.report_every}"
+    )
     print(f"# {C.machine_line(m)}")
     t0 = time.perf_counter()
     data = prepare(params)
-    print(f"# data: {len(data[2]):,} train / {len(data[4]):,} valid rows, {data[2].shape[1]} features, "
-          f"prepared in {time.perf_counter() - t0:.1f}s", flush=True)
+    print(
+        f"# data: {len(data[2]):,} train / {len(data[4]):,} valid rows, {data[2].shape[1]} features, "
+        f"prepared in {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
 
     legs: dict[bool, list[dict]] = {True: [], False: []}
     for i in range(args.repeat):
@@ -132,8 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
     best_on, best_off = agg(True, "best_value"), agg(False, "best_value")
     diff = (best_on - best_off) if higher else (best_off - best_on)  # > 0: pruning found a better score
     score_ok = diff >= -1e-12
-    print(f"\n== Pruning on vs off ({args.rows:,} rows, {args.trials} trials"
-          f"{'' if args.repeat == 1 else f', median of {args.repeat}'})")
+    print(
+        f"\n== Pruning on vs off ({args.rows:,} rows, {args.trials} trials"
+        f"{'' if args.repeat == 1 else f', median of {args.repeat}'})"
+    )
     print(f"  {'':<26}{'pruning on':>14}{'pruning off':>14}")
     rows = [
         ("optimize time", "optimize_seconds", "{:13.1f}s"),
@@ -148,13 +163,24 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {label:<26}{fmt.format(agg(True, key))}{fmt.format(agg(False, key))}")
     print(f"  {'best trial (number)':<26}{legs[True][0]['best_trial']:14d}{legs[False][0]['best_trial']:14d}")
     print(f"\n  trials/minute ratio on/off  {speedup:6.2f}x   target >= 2x: {'met' if speedup >= 2 else 'MISSED'}")
-    print(f"  best score on - off         {best_on - best_off:+.5f}  ({'equal or better' if score_ok else 'WORSE'} with pruning)")
+    print(
+        f"  best score on - off         {best_on - best_off:+.5f}  "
+        f"({'equal or better' if score_ok else 'WORSE'} with pruning)"
+    )
     met = speedup >= 2 and score_ok
     print(f"  target (>= 2x at an equal or better best score): {'met' if met else 'MISSED'}")
     result = {
-        "benchmark": "pruning", "machine": m, "rows": args.rows, "trials": args.trials, "repeat": args.repeat,
-        "tune": tp.model_dump(), "speedup": speedup, "best_on": best_on, "best_off": best_off,
-        "score_equal_or_better": score_ok, "target_met": met,
+        "benchmark": "pruning",
+        "machine": m,
+        "rows": args.rows,
+        "trials": args.trials,
+        "repeat": args.repeat,
+        "tune": tp.model_dump(),
+        "speedup": speedup,
+        "best_on": best_on,
+        "best_off": best_off,
+        "score_equal_or_better": score_ok,
+        "target_met": met,
         "legs": {"pruning_on": legs[True], "pruning_off": legs[False]},
     }
     C.write_json(args.json, result)

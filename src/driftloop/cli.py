@@ -366,12 +366,12 @@ def score(
 @app.command()
 @handle_errors
 def demo(
-    out_dir: Annotated[Path | None, typer.Option("--out", help="output directory [default: demo.output_dir]")] = None,
-    months: Annotated[int | None, typer.Option(help="months to simulate [default: demo.months]")] = None,
-    rows_per_month: Annotated[int | None, typer.Option(help="rows per month [default: demo.rows_per_month]")] = None,
-    initial_rows: Annotated[int | None, typer.Option(help="first training rows [default: demo.initial_rows]")] = None,
-    drift_from: Annotated[int | None, typer.Option(help="first drifted month [default: demo.drift_from_month]")] = None,
-    n_trials: Annotated[int | None, typer.Option(help="Optuna trials per training [default: demo.n_trials]")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output directory (default: demo.output_dir)")] = None,
+    months: Annotated[int | None, typer.Option(help="months to simulate (default: demo.months)")] = None,
+    rows_per_month: Annotated[int | None, typer.Option(help="rows per month (default: demo.rows_per_month)")] = None,
+    initial_rows: Annotated[int | None, typer.Option(help="first training rows (default: demo.initial_rows)")] = None,
+    drift_from: Annotated[int | None, typer.Option(help="first drifted month (default: demo.drift_from_month)")] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Optuna trials per training (default: demo.n_trials)")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ):
     """A simulated production year: monitor each month, alert, retrain; timeline vs a model never retrained."""

@@ -93,6 +93,21 @@ class DemoResult:
     months: list[MonthRecord] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_summary(cls, path: str | Path) -> DemoResult:
+        """A result read back from its ``summary.json`` (to redraw the timeline without rerunning)."""
+        import json
+
+        path = Path(path)
+        s = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            path.parent.resolve(),
+            Path(s["workspace"]),
+            s["settings"],
+            [MonthRecord(**m) for m in s["months"]],
+            dict(s.get("seconds", {})),
+        )
+
     @property
     def retrains(self) -> list[MonthRecord]:
         return [m for m in self.months if m.retrain]
@@ -103,8 +118,12 @@ class DemoResult:
         without = [m.auc_never_retrained for m in rows if m.auc_never_retrained is not None]
         a = sum(with_) / len(with_) if with_ else None
         b = sum(without) / len(without) if without else None
-        return {"retrained": a, "never_retrained": b, "difference": None if a is None or b is None else a - b,
-                "months": len(rows)}
+        return {
+            "retrained": a,
+            "never_retrained": b,
+            "difference": None if a is None or b is None else a - b,
+            "months": len(rows),
+        }
 
     def summary(self) -> dict[str, Any]:
         before = [m for m in self.months if not m.drifted]
@@ -225,15 +244,21 @@ def make_workspace(workspace: Path, raw_params: dict, demo: DemoParams, root: Pa
     (workspace / "data" / "labeled" / ".gitkeep").touch()
     params = workspace_params(raw_params, demo, workspace)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "demo@example.invalid"],
-                ["git", "config", "user.name", "driftloop demo"], ["dvc", "init", "-q"],
-                ["dvc", "config", "core.analytics", "false"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "demo@example.invalid"],
+        ["git", "config", "user.name", "driftloop demo"],
+        ["dvc", "init", "-q"],
+        ["dvc", "config", "core.analytics", "false"],
+    ):
         _run(cmd, workspace)
     _commit(workspace, "demo workspace")
     return workspace
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    beside = Path(sys.executable).parent / cmd[0]  # dvc from this environment, even when not on PATH
+    cmd = [str(beside), *cmd[1:]] if beside.is_file() else cmd
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if res.returncode != 0:
         raise DriftloopError(f"{' '.join(cmd)} failed in {cwd}: {res.stderr.strip() or res.stdout.strip()}")
@@ -246,7 +271,7 @@ def _commit(workspace: Path, message: str) -> None:
 
 
 @contextlib.contextmanager
-def _inside(workspace: Path):
+def inside_workspace(workspace: Path):
     """cwd = the workspace (loop and pipeline use relative paths from params), .venv/bin first on
     PATH (the stage commands), no connection overrides from the environment; all restored after."""
     old_cwd = os.getcwd()
@@ -298,7 +323,7 @@ def _output_to(log: Path):
             os.close(saved[1])
 
 
-def _reproduce(log: Path) -> None:
+def reproduce(log: Path) -> None:
     from dvc.repo import Repo
 
     with _output_to(log), Repo(".") as repo:
@@ -337,8 +362,14 @@ def run_demo(
     params_path = Path(params_path)
     base = load_params(params_path)
     raw = yaml.safe_load(params_path.read_text(encoding="utf-8")) if params_path.is_file() else {}
-    demo = demo_settings(base, months=months, rows_per_month=rows_per_month, initial_rows=initial_rows,
-                         drift_from_month=drift_from_month, n_trials=n_trials)
+    demo = demo_settings(
+        base,
+        months=months,
+        rows_per_month=rows_per_month,
+        initial_rows=initial_rows,
+        drift_from_month=drift_from_month,
+        n_trials=n_trials,
+    )
     if demo.drift_from_month > demo.months:
         raise DriftloopError(f"demo.drift_from_month ({demo.drift_from_month}) is after the last month ({demo.months})")
     out = Path(out_dir or demo.output_dir).resolve()
@@ -346,18 +377,24 @@ def run_demo(
     say = console.print if console is not None else (lambda *a, **k: None)
 
     ws = make_workspace(out / "workspace", raw, demo)
-    settings = {**demo.model_dump(mode="json"), "output_dir": str(out), "split": {
-        k.split(".", 1)[1]: v for k, v in WORKSPACE_OVERRIDES.items() if k.startswith("split.")},
-        "monitor": base.monitor.model_dump(mode="json"), "register": base.register.model_dump(mode="json")}
+    settings = {
+        **demo.model_dump(mode="json"),
+        "output_dir": str(out),
+        "split": {k.split(".", 1)[1]: v for k, v in WORKSPACE_OVERRIDES.items() if k.startswith("split.")},
+        "monitor": base.monitor.model_dump(mode="json"),
+        "register": base.register.model_dump(mode="json"),
+    }
     result = DemoResult(out, ws, settings)
     log = ws / "dvc.log"
-    with _inside(ws):
+    with inside_workspace(ws):
         wp = load_params("params.yaml")
         say(f"demo: workspace {ws}")
-        say(f"demo: training the first model on {demo.initial_rows} rows ({INITIAL_START[:4]}), "
-            f"{demo.n_trials} Optuna trials (dvc repro; log: {log.name})")
+        say(
+            f"demo: training the first model on {demo.initial_rows} rows ({INITIAL_START[:4]}), "
+            f"{demo.n_trials} Optuna trials (dvc repro; log: {log.name})"
+        )
         t0 = time.perf_counter()
-        _reproduce(log)
+        reproduce(log)
         _commit(ws, "first model")
         result.seconds["initial_training"] = time.perf_counter() - t0
 
@@ -380,19 +417,29 @@ def run_demo(
             if auc_never is None:
                 auc_never = _auc(first.model, df)
             rec = MonthRecord(
-                month=i, label=month_label(i), drifted=i >= demo.drift_from_month, batch_id=batch_id, rows=len(df),
-                status=res["status"], reasons=list(res.get("decision", {}).get("reasons", [])),
+                month=i,
+                label=month_label(i),
+                drifted=i >= demo.drift_from_month,
+                batch_id=batch_id,
+                rows=len(df),
+                status=res["status"],
+                reasons=list(res.get("decision", {}).get("reasons", [])),
                 drift_share=(res.get("drift") or {}).get("drift_share"),
                 n_drifted=(res.get("drift") or {}).get("n_drifted"),
                 prediction_drift=(res.get("prediction_drift") or {}).get("drifted"),
                 target_drift=(res.get("target_drift") or {}).get("drifted"),
-                version_in_force=str(champ.version), auc_retrained=perf.get("metrics", {}).get("roc_auc"),
-                auc_never_retrained=auc_never, report_html=res.get("report_html"), seconds_monitor=t_mon,
+                version_in_force=str(champ.version),
+                auc_retrained=perf.get("metrics", {}).get("roc_auc"),
+                auc_never_retrained=auc_never,
+                report_html=res.get("report_html"),
+                seconds_monitor=t_mon,
                 alert="alert" in res,
             )
-            line = (f"demo: {rec.label}{' (drift)' if rec.drifted else ''}: {rec.status}, drift share "
-                    f"{_fmt(rec.drift_share, '.2f')}, AUC v{rec.version_in_force} {_fmt(rec.auc_retrained)} "
-                    f"/ never retrained {_fmt(rec.auc_never_retrained)}")
+            line = (
+                f"demo: {rec.label}{' (drift)' if rec.drifted else ''}: {rec.status}, drift share "
+                f"{_fmt(rec.drift_share, '.2f')}, AUC v{rec.version_in_force} {_fmt(rec.auc_retrained)} "
+                f"/ never retrained {_fmt(rec.auc_never_retrained)}"
+            )
             if res["status"] == "retrain":
                 t0 = time.perf_counter()
                 with _output_to(log):
@@ -401,9 +448,13 @@ def run_demo(
                 retrain_seconds += dt_retrain
                 _commit(ws, f"retrain on {batch_id}")
                 decision = out_reg.get("decision") or {}
-                rec.retrain = {"version": out_reg.get("version"), "alias": out_reg.get("alias"),
-                               "reason": decision.get("reason") or out_reg.get("reason"),
-                               "improvement": decision.get("improvement"), "seconds": round(dt_retrain, 1)}
+                rec.retrain = {
+                    "version": out_reg.get("version"),
+                    "alias": out_reg.get("alias"),
+                    "reason": decision.get("reason") or out_reg.get("reason"),
+                    "improvement": decision.get("improvement"),
+                    "seconds": round(dt_retrain, 1),
+                }
                 line += f" -> retrained: v{rec.retrain['version']} @{rec.retrain['alias']} ({dt_retrain:.0f} s)"
             say(line, highlight=False)
             result.months.append(rec)
@@ -419,8 +470,13 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 
 # --------------------------------------------------------------------------- outputs
-STATUS_COLOURS = {"ok": "#2e7d32", "warn": "#f9a825", "retrain": "#c62828", "schema_violation": "#6a1b9a",
-                  "error": "#424242"}
+STATUS_COLOURS = {
+    "ok": "#2e7d32",
+    "warn": "#f9a825",
+    "retrain": "#c62828",
+    "schema_violation": "#6a1b9a",
+    "error": "#424242",
+}
 
 
 def plot_timeline(result: DemoResult, path: Path) -> Path:
@@ -438,8 +494,9 @@ def plot_timeline(result: DemoResult, path: Path) -> Path:
     drift_from = result.settings["drift_from_month"]
     mp = result.settings["monitor"]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6.6), sharex=True, gridspec_kw={"height_ratios": [1, 1.25]})
+    right = len(months) + 0.9
     for ax in (ax1, ax2):
-        ax.axvspan(drift_from - 0.5, len(months) + 0.5, color="#fde0dc", alpha=0.5, lw=0, zorder=0)
+        ax.axvspan(drift_from - 0.5, right, color="#fde0dc", alpha=0.5, lw=0, zorder=0)
         for m in months:
             if m.retrain:
                 promoted = m.retrain.get("alias") == "champion"
@@ -450,15 +507,37 @@ def plot_timeline(result: DemoResult, path: Path) -> Path:
     ax1.axhline(mp["drift_share_retrain"], color=STATUS_COLOURS["retrain"], lw=1, ls=":", zorder=2)
     top = max([*shares, mp["drift_share_retrain"]]) * 1.25 + 0.05
     for xi, m, s in zip(x, months, shares, strict=True):
-        ax1.scatter([xi], [s + top * 0.06], marker="v" if m.status != "ok" else "o", s=70 if m.status != "ok" else 30,
-                    color=STATUS_COLOURS.get(m.status, "#000"), zorder=3)
+        ax1.scatter(
+            [xi],
+            [s + top * 0.06],
+            marker="v" if m.status != "ok" else "o",
+            s=70 if m.status != "ok" else 30,
+            color=STATUS_COLOURS.get(m.status, "#000"),
+            zorder=3,
+        )
     ax1.set_ylim(0, top)
+    for m in months:
+        if m.retrain:
+            ax1.text(
+                m.month + 0.57,
+                top * 0.97,
+                f"retrain -> v{m.retrain['version']} @{m.retrain['alias']}",
+                rotation=90,
+                va="top",
+                ha="left",
+                fontsize=7,
+                color="#1565c0",
+            )
     ax1.set_ylabel("share of drifted columns")
     ax1.set_title("driftloop demo: a simulated production year", loc="left", fontsize=11)
-    handles = [Line2D([], [], marker="o" if s == "ok" else "v", ls="", color=STATUS_COLOURS[s], label=s)
-               for s in ("ok", "warn", "retrain")]
-    handles += [Line2D([], [], color=STATUS_COLOURS["warn"], ls=":", label="warn threshold"),
-                Line2D([], [], color=STATUS_COLOURS["retrain"], ls=":", label="retrain threshold")]
+    handles = [
+        Line2D([], [], marker="o" if s == "ok" else "v", ls="", color=STATUS_COLOURS[s], label=s)
+        for s in ("ok", "warn", "retrain")
+    ]
+    handles += [
+        Line2D([], [], color=STATUS_COLOURS["warn"], ls=":", label="warn threshold"),
+        Line2D([], [], color=STATUS_COLOURS["retrain"], ls=":", label="retrain threshold"),
+    ]
     ax1.legend(handles=handles, loc="upper left", fontsize=8, ncol=5, frameon=False)
 
     a = [m.auc_retrained for m in months]
@@ -467,18 +546,27 @@ def plot_timeline(result: DemoResult, path: Path) -> Path:
     ax2.plot(x, b, marker="s", color="#757575", lw=1.6, ls="--", label="first model, never retrained", zorder=3)
     for m in months:
         if m.version_in_force and m.auc_retrained is not None:
-            ax2.annotate(f"v{m.version_in_force}", (m.month, m.auc_retrained), textcoords="offset points",
-                         xytext=(0, 7), ha="center", fontsize=7, color="#1565c0")
+            ax2.annotate(
+                f"v{m.version_in_force}",
+                (m.month, m.auc_retrained),
+                textcoords="offset points",
+                xytext=(0, 7),
+                ha="center",
+                fontsize=7,
+                color="#1565c0",
+            )
     vals = [v for v in a + b if v is not None]
     if vals:
         ax2.set_ylim(min(vals) - 0.02, max(vals) + 0.025)
     ax2.set_ylabel("ROC AUC on the month's labels")
     handles2, _ = ax2.get_legend_handles_labels()
-    handles2 += [Line2D([], [], color="#1565c0", lw=1.6, label="retrained (solid: promoted, dashed: challenger)"),
-                 Patch(color="#fde0dc", label="drift injected")]
+    handles2 += [
+        Line2D([], [], color="#1565c0", lw=1.6, label="retrained (solid: promoted, dashed: challenger)"),
+        Patch(color="#fde0dc", label="drift injected"),
+    ]
     ax2.legend(handles=handles2, loc="lower left", fontsize=8, frameon=False, ncol=2)
     ax2.set_xticks(x, [m.label for m in months], rotation=45, ha="right", fontsize=8)
-    ax2.set_xlim(0.5, len(months) + 0.5)
+    ax2.set_xlim(0.5, right)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -499,8 +587,10 @@ def write_html(result: DemoResult, png: Path, path: Path) -> Path:
         action = "-"
         if m.retrain:
             version, alias = html.escape(str(m.retrain["version"])), html.escape(str(m.retrain["alias"]))
-            action = (f"retrained: v{version} &rarr; @{alias}"
-                      f"<br><small>{html.escape(str(m.retrain.get('reason') or ''))}</small>")
+            action = (
+                f"retrained: v{version} &rarr; @{alias}"
+                f"<br><small>{html.escape(str(m.retrain.get('reason') or ''))}</small>"
+            )
         colour = STATUS_COLOURS.get(m.status, "#000")
         reasons = html.escape("; ".join(m.reasons)) or "-"
         rows.append(
@@ -522,24 +612,24 @@ th {{ background: #f0f0f0; }} img {{ max-width: 100%; }}
 .k {{ font-size: 1.2em; }}
 </style></head><body>
 <h1>driftloop demo: a simulated production year</h1>
-<p>{st['months']} monthly batches of {st['rows_per_month']} labeled rows; first model trained on
-{st['initial_rows']} rows of {INITIAL_START[:4]}; drift ({html.escape(drift)}) from month
-{st['drift_from_month']} ({month_label(st['drift_from_month'])}).
+<p>{st["months"]} monthly batches of {st["rows_per_month"]} labeled rows; first model trained on
+{st["initial_rows"]} rows of {INITIAL_START[:4]}; drift ({html.escape(drift)}) from month
+{st["drift_from_month"]} ({month_label(st["drift_from_month"])}).
 Each month is monitored against the champion in force; a <b>retrain</b> decision adds the labeled batch as a DVC data
 version and reruns the pipeline, whose gate makes the new version @champion or @challenger.</p>
-<p class="k">Mean monthly ROC AUC after the drift: <b>{_fmt(s['retrained'])}</b> with the closed loop vs
-<b>{_fmt(s['never_retrained'])}</b> never retrained (difference {_fmt(s['difference'], '+.3f')}).
-Total run time {result.seconds.get('total', 0):.0f} s.</p>
+<p class="k">Mean monthly ROC AUC after the drift: <b>{_fmt(s["retrained"])}</b> with the closed loop vs
+<b>{_fmt(s["never_retrained"])}</b> never retrained (difference {_fmt(s["difference"], "+.3f")}).
+Total run time {result.seconds.get("total", 0):.0f} s.</p>
 <img alt="timeline" src="data:image/png;base64,{img}">
 <h2>Month by month</h2>
 <table><tr><th>month</th><th>status</th><th>drift share</th><th>prediction drift</th><th>AUC (loop)</th>
 <th>AUC (never retrained)</th><th>version in force</th><th>retraining</th><th>Evidently</th><th>reasons</th></tr>
-{''.join(rows)}
+{"".join(rows)}
 </table>
 <p><small>Workspace (git + DVC + MLflow, SQLite): {html.escape(str(result.workspace))}.
 <code>cd</code> there and run <code>driftloop ui</code> to browse the runs,
 <code>driftloop history</code> for the alias moves.
-Alerts: {html.escape(str(Path(result.workspace, 'reports', 'alerts.jsonl')))}.</small></p>
+Alerts: {html.escape(str(Path(result.workspace, "reports", "alerts.jsonl")))}.</small></p>
 </body></html>
 """
     path.write_text(page, encoding="utf-8")
@@ -560,17 +650,25 @@ def rich_table(result: DemoResult):
     from rich.table import Table
 
     s = result.after_drift()
-    table = Table(title="driftloop demo: monthly ROC AUC, closed loop vs never retrained",
-                  caption=f"after the drift: {_fmt(s['retrained'])} vs {_fmt(s['never_retrained'])} "
-                          f"({_fmt(s['difference'], '+.3f')}); {len(result.retrains)} retrain(s); "
-                          f"{result.seconds.get('total', 0):.0f} s")
+    table = Table(
+        title="driftloop demo: monthly ROC AUC, closed loop vs never retrained",
+        caption=f"after the drift: {_fmt(s['retrained'])} vs {_fmt(s['never_retrained'])} "
+        f"({_fmt(s['difference'], '+.3f')}); {len(result.retrains)} retrain(s); "
+        f"{result.seconds.get('total', 0):.0f} s",
+    )
     for col in ("month", "drift", "status", "drift share", "AUC loop", "AUC never", "version", "retraining"):
         table.add_column(col, justify="right" if col.startswith(("AUC", "drift share")) else "left")
     colours = {"ok": "green", "warn": "yellow", "retrain": "red"}
     for m in result.months:
         action = f"v{m.retrain['version']} -> @{m.retrain['alias']}" if m.retrain else ""
-        table.add_row(m.label, "yes" if m.drifted else "", f"[{colours.get(m.status, 'magenta')}]{m.status}[/]",
-                      _fmt(m.drift_share, ".2f"), _fmt(m.auc_retrained), _fmt(m.auc_never_retrained),
-                      f"v{m.version_in_force}", action)
+        table.add_row(
+            m.label,
+            "yes" if m.drifted else "",
+            f"[{colours.get(m.status, 'magenta')}]{m.status}[/]",
+            _fmt(m.drift_share, ".2f"),
+            _fmt(m.auc_retrained),
+            _fmt(m.auc_never_retrained),
+            f"v{m.version_in_force}",
+            action,
+        )
     return table
-

@@ -120,17 +120,26 @@ class TrialLogger:
         self.client, self.experiment_id, self.parent, self.tags = client, experiment_id, parent_run_id, tags
 
     def __call__(self, study, trial) -> None:
-        from mlflow.entities import Metric, Param, RunStatus, RunTag
+        from mlflow.entities import Metric, Param, RunStatus
 
         start = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
         end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
+        state = trial.state.name
+        # the trial's tags go with create_run: one store transaction less per trial than a separate set_tags
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial.number:03d}",
             start_time=start,
-            tags={**self.tags, "mlflow.parentRunId": self.parent, f"{TAG}stage": "tune.trial"},
+            tags={
+                **self.tags,
+                "mlflow.parentRunId": self.parent,
+                f"{TAG}stage": "tune.trial",
+                "optuna.trial_number": str(trial.number),
+                "optuna.state": state,
+                "optuna.pruned": str(state == "PRUNED").lower(),
+                "optuna.study": study.study_name,
+            },
         )
-        state = trial.state.name
         metrics = [Metric("duration_s", (end - start) / 1000 if start and end else 0.0, end or 0, 0)]
         if trial.value is not None:
             metrics.append(Metric("score", float(trial.value), end or 0, 0))
@@ -142,12 +151,6 @@ class TrialLogger:
             run.info.run_id,
             metrics=metrics[:1000],
             params=[Param(k, str(v)) for k, v in trial.params.items()],
-            tags=[
-                RunTag("optuna.trial_number", str(trial.number)),
-                RunTag("optuna.state", state),
-                RunTag("optuna.pruned", str(state == "PRUNED").lower()),
-                RunTag("optuna.study", study.study_name),
-            ],
         )
         status = RunStatus.to_string(RunStatus.FAILED if state == "FAIL" else RunStatus.FINISHED)
         self.client.set_terminated(run.info.run_id, status=status, end_time=end)

@@ -1,0 +1,62 @@
+"""`driftloop demo` end to end with tiny settings: a throw-away workspace (git + DVC + SQLite MLflow),
+the first model, four monitored months with drift from month 3, a retraining, the timeline outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import ROOT, run, small_params, write_params
+
+pytestmark = pytest.mark.slow
+
+MONTHS, DRIFT_FROM = 4, 3
+
+
+def test_demo_tiny_year(tmp_path):
+    p = small_params(tmp_path)
+    p["demo"].update(months=MONTHS, drift_from_month=DRIFT_FROM, rows_per_month=1500, initial_rows=3000, n_trials=2)
+    params = write_params(tmp_path / "params.yaml", p)
+    out = tmp_path / "out"
+
+    res = run(["driftloop", "demo", "--params", str(params), "--out", str(out)], ROOT)
+
+    # outputs
+    png, page, summary_path = out / "timeline.png", out / "timeline.html", out / "summary.json"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = page.read_text()
+    assert "data:image/png;base64," in html and html.count("<tr>") == MONTHS + 1
+    assert "workspace/reports/monitoring/" in html  # links to the monthly Evidently reports
+    assert "monthly ROC AUC" in res.stdout  # the Rich table
+
+    s = json.loads(summary_path.read_text())
+    months = s["months"]
+    assert [m["label"] for m in months] == ["2025-01", "2025-02", "2025-03", "2025-04"]
+    assert [m["drifted"] for m in months] == [False, False, True, True]
+    for m in months:
+        assert (out / "workspace" / m["report_html"]).is_file()
+    # the drifted months are flagged, and the first of them triggers a retraining
+    assert all(m["status"] in ("warn", "retrain") for m in months if m["drifted"]), [m["status"] for m in months]
+    assert months[DRIFT_FROM - 1]["status"] == "retrain"
+    assert s["retrains"] and s["retrains"][0]["month"] == "2025-03" and s["retrains"][0]["version"] == "2"
+    assert s["retrains"][0]["alias"] in ("champion", "challenger")
+    if s["retrains"][0]["alias"] == "champion":
+        assert months[DRIFT_FROM]["version_in_force"] == "2"
+    # both curves, month by month, and the after-drift means
+    curves = s["curves"]
+    for key in ("auc_retrained", "auc_never_retrained"):
+        assert len(curves[key]) == MONTHS and all(0.5 < v <= 1 for v in curves[key])
+    # before any retraining both curves are the same model
+    assert curves["auc_retrained"][:DRIFT_FROM] == curves["auc_never_retrained"][:DRIFT_FROM]
+    after = s["mean_auc_after_drift"]
+    assert after["months"] == MONTHS - DRIFT_FROM + 1
+    assert after["difference"] == pytest.approx(after["retrained"] - after["never_retrained"])
+
+    # the workspace: the labeled batch is a DVC data version, committed; alerts logged
+    ws = out / "workspace"
+    assert list((ws / "data" / "labeled").glob("*.parquet.dvc"))
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=ws, capture_output=True, text=True, check=True).stdout
+    assert "retrain on sim-2025-03" in log
+    alerts = [json.loads(line) for line in (ws / "reports" / "alerts.jsonl").read_text().splitlines()]
+    assert {a["status"] for a in alerts} >= {"retrain"}
