@@ -23,8 +23,9 @@ def small_params(tmp: Path, **overrides) -> dict:
     p["base"]["tracking_uri"] = f"sqlite:///{tmp / 'mlflow.db'}"
     p["base"]["artifact_location"] = str(tmp / "mlartifacts")
     p["simulate"]["n_rows"] = 3000
-    p["tune"].update(n_trials=4, max_rounds=80, early_stopping_rounds=10, num_threads=1, pruner_warmup_rounds=5,
-                     n_startup_trials=2)
+    p["tune"].update(
+        n_trials=4, max_rounds=80, early_stopping_rounds=10, num_threads=1, pruner_warmup_rounds=5, n_startup_trials=2
+    )
     p["register"]["n_bootstrap"] = 50
     p["monitor"]["reference_rows"] = 1000
     p["evaluate"]["shap_sample_rows"] = 200

@@ -176,7 +176,12 @@ class MonitorParams(_Section):
 class AlertsParams(_Section):
     urls: list[str] = []  # Apprise URLs; DRIFTLOOP_ALERT_URLS (comma separated) adds more
     log_path: str = "reports/alerts.jsonl"
-    notify_on: list[Literal["warn", "retrain", "schema_violation", "error"]] = ["warn", "retrain", "schema_violation", "error"]
+    notify_on: list[Literal["warn", "retrain", "schema_violation", "error"]] = [
+        "warn",
+        "retrain",
+        "schema_violation",
+        "error",
+    ]
 
 
 class DemoParams(_Section):

@@ -63,8 +63,12 @@ def metric_value(task: str, name: str, y: np.ndarray, scores: np.ndarray, thresh
 
     if task == "binary" and name in ("roc_auc", "pr_auc", "log_loss", "brier"):
         p = np.clip(scores, 1e-15, 1 - 1e-15)
-        fn = {"roc_auc": m.roc_auc_score, "pr_auc": m.average_precision_score, "brier": m.brier_score_loss,
-              "log_loss": lambda a, b: m.log_loss(a, b, labels=[0, 1])}[name]
+        fn = {
+            "roc_auc": m.roc_auc_score,
+            "pr_auc": m.average_precision_score,
+            "brier": m.brier_score_loss,
+            "log_loss": lambda a, b: m.log_loss(a, b, labels=[0, 1]),
+        }[name]
         return _safe(fn, y, p)
     if task == "regression" and name in ("rmse", "mae"):
         err = np.asarray(y, dtype=float) - np.asarray(scores, dtype=float)
@@ -79,8 +83,16 @@ def _thin(df: pd.DataFrame, n: int) -> pd.DataFrame:
     return df.iloc[idx]
 
 
-def write_curves(task: str, y: np.ndarray, scores: np.ndarray, threshold: float | None, classes: list, out: Path,
-                 points: int, bins: int) -> list[Path]:
+def write_curves(
+    task: str,
+    y: np.ndarray,
+    scores: np.ndarray,
+    threshold: float | None,
+    classes: list,
+    out: Path,
+    points: int,
+    bins: int,
+) -> list[Path]:
     """CSV files for ``dvc plots``; returns the paths written."""
     from sklearn import metrics as m
 
@@ -173,15 +185,29 @@ def plot_shap(model: DriftloopModel, raw: pd.DataFrame, path: Path, n: int, seed
     return path
 
 
-def evaluate(model: DriftloopModel, baselines: dict, test_df: pd.DataFrame, *, plots_dir: Path, shap_rows: int,
-             curve_points: int, calibration_bins: int, seed: int) -> dict:
+def evaluate(
+    model: DriftloopModel,
+    baselines: dict,
+    test_df: pd.DataFrame,
+    *,
+    plots_dir: Path,
+    shap_rows: int,
+    curve_points: int,
+    calibration_bins: int,
+    seed: int,
+) -> dict:
     """Metrics of the model and the baselines on the test split; writes the plot files."""
     from driftloop.train import baseline_scores
 
     task = model.task
     y = model.encoder.encode(test_df[model.target])
     scores = model.predict_scores(test_df)
-    result = {"task": task, "rows": len(test_df), "test": compute_metrics(task, y, scores, model.threshold), "baselines": {}}
+    result = {
+        "task": task,
+        "rows": len(test_df),
+        "test": compute_metrics(task, y, scores, model.threshold),
+        "baselines": {},
+    }
     X = model.features(test_df)
     for name, b in baselines.items():
         s = baseline_scores(b["estimator"], X, task)

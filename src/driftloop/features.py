@@ -60,9 +60,7 @@ class Preprocessor:
     def fit(self, X: pd.DataFrame) -> Preprocessor:
         self.kinds, self.dtypes, self.categories = {}, {}, {}
         for col in X.columns:
-            kind = column_kind(
-                X[col], categorical=col in self.categorical_columns, date=col in self.date_columns
-            )
+            kind = column_kind(X[col], categorical=col in self.categorical_columns, date=col in self.date_columns)
             self.kinds[col] = kind
             self.dtypes[col] = str(X[col].dtype)
             if kind == "categorical":
@@ -96,7 +94,9 @@ class Preprocessor:
         for col, kind in self.kinds.items():
             s = X[col]
             if kind == "datetime":
-                dt = s if pd.api.types.is_datetime64_any_dtype(s) else pd.to_datetime(s, errors="coerce", format="mixed")
+                dt = (
+                    s if pd.api.types.is_datetime64_any_dtype(s) else pd.to_datetime(s, errors="coerce", format="mixed")
+                )
                 if getattr(dt.dt, "tz", None) is not None:
                     dt = dt.dt.tz_localize(None)
                 for part in self.params.date_parts:

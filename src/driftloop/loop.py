@@ -59,8 +59,10 @@ def resolve_champion(client, params: Params) -> Champion:
         path = client.download_artifacts(mv.run_id, "reference/reference.parquet", tmp)
         reference = pd.read_parquet(path)
     contract = model.contract()
-    contract["ignored"] = sorted(set(contract["ignored"]) | {
-        c for c in reference.columns if c not in model.preprocessor.input_columns and c != model.target})
+    contract["ignored"] = sorted(
+        set(contract["ignored"])
+        | {c for c in reference.columns if c not in model.preprocessor.input_columns and c != model.target}
+    )
     metric = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}[model.task]
     test_metrics = json.loads(mv.tags.get("driftloop.test_metrics", "{}") or "{}")
     return Champion(name, str(mv.version), mv.run_id, model, contract, reference, test_metrics.get(metric))
@@ -86,9 +88,15 @@ def simulated_batch(spec: str, params: Params) -> tuple[str, pd.DataFrame]:
         drift = DriftParams(**{k: float(v) for k, v in q.items()})
     except (ValueError, TypeError) as exc:
         raise DataError(f"batch {spec!r}: invalid simulated batch ({exc})") from None
-    df = simulate(rows, seed, start_date=start.strftime("%Y-%m-%d"), months=months,
-                  default_rate=params.simulate.default_rate, drift=drift if any(drift.model_dump().values()) else None,
-                  id_offset=10_000_000 + seed * 100_000)
+    df = simulate(
+        rows,
+        seed,
+        start_date=start.strftime("%Y-%m-%d"),
+        months=months,
+        default_rate=params.simulate.default_rate,
+        drift=drift if any(drift.model_dump().values()) else None,
+        id_offset=10_000_000 + seed * 100_000,
+    )
     tag = "-".join(f"{k[:3]}{v:g}" for k, v in drift.model_dump().items() if v)
     return _safe_id(f"sim-{start:%Y-%m}-{seed}" + (f"-{tag}" if tag else "")), df
 
@@ -100,9 +108,17 @@ def read_batch(spec: str, params: Params) -> tuple[str, pd.DataFrame]:
     if spec.startswith(SIM_PREFIX):
         return simulated_batch(spec, params)
     if spec.startswith(SQL_PREFIX):
-        query = spec[len(SQL_PREFIX):].strip()
-        p = params.model_copy(update={"ingest": params.ingest.model_copy(
-            update={"source": "sql", "sql": params.ingest.sql.model_copy(update={"query": query, "table": None})})})
+        query = spec[len(SQL_PREFIX) :].strip()
+        p = params.model_copy(
+            update={
+                "ingest": params.ingest.model_copy(
+                    update={
+                        "source": "sql",
+                        "sql": params.ingest.sql.model_copy(update={"query": query, "table": None}),
+                    }
+                )
+            }
+        )
         df, _ = ing.read_sql(p)
         return _safe_id("sql-" + hashlib.sha1(query.encode()).hexdigest()[:10]), df
     paths = sorted(glob.glob(spec)) if any(ch in spec for ch in "*?[") else [spec]
@@ -136,8 +152,12 @@ def _history(client, params: Params) -> list:
     exp = client.get_experiment_by_name(params.monitor.experiment)
     if exp is None:
         return []
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.`driftloop.model` = '{params.base.model_name}'",
-                              order_by=["attributes.start_time DESC"], max_results=500)
+    return client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`driftloop.model` = '{params.base.model_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=500,
+    )
 
 
 def batches_since_retrain(history: list) -> int | None:
@@ -155,8 +175,15 @@ def _labels(batch: pd.DataFrame, target: str) -> pd.Series | None:
     return y if y.notna().any() else None
 
 
-def monitor_batch(params: Params, batch_id: str, batch: pd.DataFrame, *, client=None, champion: Champion | None = None,
-                  send_alerts: bool = True) -> dict[str, Any]:
+def monitor_batch(
+    params: Params,
+    batch_id: str,
+    batch: pd.DataFrame,
+    *,
+    client=None,
+    champion: Champion | None = None,
+    send_alerts: bool = True,
+) -> dict[str, Any]:
     """Monitor one batch; always returns a result with a status, never raises on a bad batch."""
     from driftloop import monitor as mon
     from driftloop import tracking
@@ -169,8 +196,12 @@ def monitor_batch(params: Params, batch_id: str, batch: pd.DataFrame, *, client=
     history = _history(client, params)
     since = batches_since_retrain(history)
     result: dict[str, Any] = {
-        "batch_id": batch_id, "rows": len(batch), "model": champion.name, "champion_version": champion.version,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "report_html": None,
+        "batch_id": batch_id,
+        "rows": len(batch),
+        "model": champion.name,
+        "champion_version": champion.version,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "report_html": None,
     }
     try:
         schema = mon.check_schema(champion.contract, batch)
@@ -178,7 +209,9 @@ def monitor_batch(params: Params, batch_id: str, batch: pd.DataFrame, *, client=
         drift = pred = perf = tdrift = None
         if not schema.empty:
             html_path = out_dir / "report.html"
-            drift = mon.data_drift(champion.reference, batch, champion.contract, mp, params.base.seed, html_path=html_path)
+            drift = mon.data_drift(
+                champion.reference, batch, champion.contract, mp, params.base.seed, html_path=html_path
+            )
             result["drift"] = drift.to_dict()
             result["report_html"] = str(html_path)
             scorable = not schema.missing and not schema.retyped
@@ -194,8 +227,13 @@ def monitor_batch(params: Params, batch_id: str, batch: pd.DataFrame, *, client=
                         s = scores[keep]
                         perf = mon.performance(y_enc, s, champion.model.task, champion.reference_metric)
                         result["performance"] = perf
-                        tdrift = mon.target_drift(champion.reference[champion.model.target], y[keep], champion.model.task,
-                                                  mp, params.base.seed)
+                        tdrift = mon.target_drift(
+                            champion.reference[champion.model.target],
+                            y[keep],
+                            champion.model.task,
+                            mp,
+                            params.base.seed,
+                        )
                         result["target_drift"] = tdrift
                     except DataError as exc:
                         result.setdefault("notes", []).append(f"labels not usable for performance: {exc}")
@@ -225,8 +263,9 @@ def monitor_batch(params: Params, batch_id: str, batch: pd.DataFrame, *, client=
 
 def _fallback_html(path: Path, result: dict) -> Path:
     reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in result.get("decision", {}).get("reasons", []))
+    title = f"driftloop batch {html.escape(result['batch_id'])}"
     path.write_text(
-        f"<html><head><meta charset='utf-8'><title>driftloop batch {html.escape(result['batch_id'])}</title></head><body>"
+        f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>"
         f"<h1>Batch {html.escape(result['batch_id'])}: {html.escape(result['status'])}</h1><ul>{reasons}</ul>"
         f"<pre>{html.escape(json.dumps(result.get('schema', {}), indent=2, default=str))}</pre></body></html>",
         encoding="utf-8",
@@ -237,11 +276,19 @@ def _fallback_html(path: Path, result: dict) -> Path:
 def _log_monitoring(client, params: Params, result: dict, step: int) -> str:
     from driftloop import tracking
 
-    run = tracking.start_run(client, params, experiment=params.monitor.experiment, run_name=f"monitor-{result['batch_id']}",
-                             tags={"driftloop.model": result["model"], "driftloop.batch_id": result["batch_id"],
-                                   "driftloop.status": result["status"],
-                                   "driftloop.champion_version": result["champion_version"],
-                                   "driftloop.reasons": "; ".join(map(str, result["decision"].get("reasons", [])))[:4900]})
+    run = tracking.start_run(
+        client,
+        params,
+        experiment=params.monitor.experiment,
+        run_name=f"monitor-{result['batch_id']}",
+        tags={
+            "driftloop.model": result["model"],
+            "driftloop.batch_id": result["batch_id"],
+            "driftloop.status": result["status"],
+            "driftloop.champion_version": result["champion_version"],
+            "driftloop.reasons": "; ".join(map(str, result["decision"].get("reasons", [])))[:4900],
+        },
+    )
     metrics = {"rows": result["rows"], "status_code": {"ok": 0, "warn": 1, "retrain": 2}.get(result["status"], 3)}
     if "drift" in result:
         metrics.update(drift_share=result["drift"]["drift_share"], n_drifted=result["drift"]["n_drifted"])
@@ -264,17 +311,26 @@ def _alert(params: Params, result: dict) -> dict:
     message = "\n".join(f"- {r}" for r in reasons) or "-"
     if drift:
         message += f"\n\ndrift share {drift.get('drift_share', 0):.0%}; report: {result.get('report_html')}"
-    alert = Alert(status=result["status"], title=f"driftloop {result['status']}: batch {result['batch_id']}",
-                  message=message, batch_id=result["batch_id"],
-                  details={"model": result["model"], "champion_version": result["champion_version"],
-                           "report_html": result.get("report_html"), "drift_share": drift.get("drift_share")})
+    alert = Alert(
+        status=result["status"],
+        title=f"driftloop {result['status']}: batch {result['batch_id']}",
+        message=message,
+        batch_id=result["batch_id"],
+        details={
+            "model": result["model"],
+            "champion_version": result["champion_version"],
+            "report_html": result.get("report_html"),
+            "drift_share": drift.get("drift_share"),
+        },
+    )
     outcome = send_alert(alert, params.alerts)
     return {"sent": outcome.sent, "errors": outcome.errors, "log": outcome.logged_to}
 
 
 # --------------------------------------------------------------------------- scoring
-def score_batch(params: Params, batch: pd.DataFrame, out: str | Path, *, client=None,
-                champion: Champion | None = None) -> dict[str, Any]:
+def score_batch(
+    params: Params, batch: pd.DataFrame, out: str | Path, *, client=None, champion: Champion | None = None
+) -> dict[str, Any]:
     """Predictions of @champion for a batch, with the model version that made them (Parquet)."""
     from driftloop import tracking
     from driftloop.data.ingest import write_parquet_atomic
@@ -322,7 +378,9 @@ def link_retraining(client, params: Params, monitor_run_id: str | None, batch_id
         client.set_model_version_tag(name, version, "driftloop.trigger.monitor_run_id", monitor_run_id)
         client.set_tag(monitor_run_id, "driftloop.retrain.version", version)
         client.set_tag(monitor_run_id, "driftloop.retrain.alias", register_result["alias"])
-        client.set_tag(monitor_run_id, "driftloop.retrain.promoted", str(register_result["alias"] == "champion").lower())
+        client.set_tag(
+            monitor_run_id, "driftloop.retrain.promoted", str(register_result["alias"] == "champion").lower()
+        )
 
 
 def env_flag(name: str) -> bool:

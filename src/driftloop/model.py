@@ -12,8 +12,18 @@ from driftloop.features import Preprocessor
 # primary metric per task and whether higher is better
 PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
 HIGHER_IS_BETTER = {
-    "roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False, "macro_f1": True, "accuracy": True,
-    "rmse": False, "mae": False, "r2": True, "f1": True, "precision": True, "recall": True,
+    "roc_auc": True,
+    "pr_auc": True,
+    "log_loss": False,
+    "brier": False,
+    "macro_f1": True,
+    "accuracy": True,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+    "f1": True,
+    "precision": True,
+    "recall": True,
 }
 
 
@@ -34,7 +44,9 @@ class TargetEncoder:
             if not matches:
                 from driftloop.errors import DataError
 
-                raise DataError(f"base.positive_class {positive_class!r} is not a value of the target (values: {classes})")
+                raise DataError(
+                    f"base.positive_class {positive_class!r} is not a value of the target (values: {classes})"
+                )
             classes = [c for c in classes if c != matches[0]] + matches
         return cls(task, classes)
 

@@ -30,13 +30,25 @@ def gate_metric(params: Params, task: str) -> str:
     return PRIMARY_METRIC[task] if m == "auto" else m
 
 
-def bootstrap_improvement(task: str, metric: str, y: np.ndarray, new: np.ndarray, old: np.ndarray, *, n: int,
-                          confidence: float, seed: int, thresholds: tuple[float | None, float | None] = (None, None)):
+def bootstrap_improvement(
+    task: str,
+    metric: str,
+    y: np.ndarray,
+    new: np.ndarray,
+    old: np.ndarray,
+    *,
+    n: int,
+    confidence: float,
+    seed: int,
+    thresholds: tuple[float | None, float | None] = (None, None),
+):
     """Point estimate and paired-bootstrap interval of the improvement (positive = new is better)."""
     from driftloop.evaluate import metric_value
 
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-    point = sign * (metric_value(task, metric, y, new, thresholds[0]) - metric_value(task, metric, y, old, thresholds[1]))
+    point = sign * (
+        metric_value(task, metric, y, new, thresholds[0]) - metric_value(task, metric, y, old, thresholds[1])
+    )
     if n == 0:
         return point, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
@@ -71,8 +83,14 @@ class Decision:
         return asdict(self)
 
 
-def decide(new: DriftloopModel, champion: DriftloopModel | None, champion_version: str | None, test_df: pd.DataFrame,
-           params: Params, champion_error: str | None = None) -> Decision:
+def decide(
+    new: DriftloopModel,
+    champion: DriftloopModel | None,
+    champion_version: str | None,
+    test_df: pd.DataFrame,
+    params: Params,
+    champion_error: str | None = None,
+) -> Decision:
     """Compare the new model with the champion on the same test set (no writes)."""
     from driftloop.evaluate import metric_value
 
@@ -93,7 +111,14 @@ def decide(new: DriftloopModel, champion: DriftloopModel | None, champion_versio
     except (KeyError, ValueError) as exc:
         return Decision(CHALLENGER, f"the champion cannot score this test set: {exc}", **base)
     point, lo, hi = bootstrap_improvement(
-        task, metric, y, new_scores, old_scores, n=rp.n_bootstrap, confidence=rp.confidence, seed=params.base.seed,
+        task,
+        metric,
+        y,
+        new_scores,
+        old_scores,
+        n=rp.n_bootstrap,
+        confidence=rp.confidence,
+        seed=params.base.seed,
         thresholds=(new.threshold, champion.threshold),
     )
     old_value = metric_value(task, metric, y, old_scores, champion.threshold)
@@ -126,8 +151,17 @@ def load_version(name: str, version: str) -> DriftloopModel:
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().model
 
 
-def record_move(client, params: Params, *, alias: str, to_version: str, from_version: str | None, action: str,
-                reason: str, evidence: dict | None = None) -> dict:
+def record_move(
+    client,
+    params: Params,
+    *,
+    alias: str,
+    to_version: str,
+    from_version: str | None,
+    action: str,
+    reason: str,
+    evidence: dict | None = None,
+) -> dict:
     """Set the alias and write the audit record (a run in ``<experiment>-registry`` + version tags)."""
     from driftloop import tracking
 
@@ -135,23 +169,41 @@ def record_move(client, params: Params, *, alias: str, to_version: str, from_ver
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     who = getpass.getuser()
     record = {
-        "model": name, "alias": alias, "action": action, "to_version": str(to_version),
-        "from_version": None if from_version is None else str(from_version), "reason": reason, "who": who, "when": now,
+        "model": name,
+        "alias": alias,
+        "action": action,
+        "to_version": str(to_version),
+        "from_version": None if from_version is None else str(from_version),
+        "reason": reason,
+        "who": who,
+        "when": now,
         "evidence": evidence or {},
     }
     client.set_registered_model_alias(name, alias, str(to_version))
     prefix = f"{tracking.TAG}{alias}."
-    for key, value in (("moved_at", now), ("moved_by", who), ("reason", reason), ("action", action),
-                       ("previous_version", record["from_version"] or "none"),
-                       ("evidence", json.dumps(evidence or {}, default=str))):
+    for key, value in (
+        ("moved_at", now),
+        ("moved_by", who),
+        ("reason", reason),
+        ("action", action),
+        ("previous_version", record["from_version"] or "none"),
+        ("evidence", json.dumps(evidence or {}, default=str)),
+    ):
         client.set_model_version_tag(name, str(to_version), prefix + key, str(value)[:5000])
     run = tracking.start_run(
-        client, params, experiment=f"{params.base.experiment}-registry", run_name=f"{action}-{alias}-v{to_version}",
-        tags={f"{tracking.TAG}audit": "alias_move", **{f"{tracking.TAG}audit.{k}": str(v) for k, v in record.items()
-                                                         if k != "evidence"}},
+        client,
+        params,
+        experiment=f"{params.base.experiment}-registry",
+        run_name=f"{action}-{alias}-v{to_version}",
+        tags={
+            f"{tracking.TAG}audit": "alias_move",
+            **{f"{tracking.TAG}audit.{k}": str(v) for k, v in record.items() if k != "evidence"},
+        },
     )
     metrics = {k: v for k, v in (evidence or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    tracking.log_batch(client, run.info.run_id, metrics=metrics, params={"evidence": json.dumps(evidence or {}, default=str)})
+    tracking.log_batch(
+        client, run.info.run_id, metrics=metrics, params={"evidence": json.dumps(evidence or {}, default=str)}
+    )
     client.set_terminated(run.info.run_id)
     return record
 
@@ -171,7 +223,11 @@ def history(client, params: Params, max_results: int = 50) -> list[dict]:
     )
     out = []
     for r in runs:
-        rec = {k.removeprefix(f"{tracking.TAG}audit."): v for k, v in r.data.tags.items() if k.startswith(f"{tracking.TAG}audit.")}
+        rec = {
+            k.removeprefix(f"{tracking.TAG}audit."): v
+            for k, v in r.data.tags.items()
+            if k.startswith(f"{tracking.TAG}audit.")
+        }
         rec["evidence"] = json.loads(r.data.params.get("evidence", "{}"))
         out.append(rec)
     return out
@@ -186,8 +242,15 @@ def promote(client, params: Params, version: str, reason: str) -> dict:
     current = current_version(client, name, CHAMPION)
     if current is not None and str(current.version) == str(version):
         raise RegistryError(f"version {version} of '{name}' is already @champion")
-    return record_move(client, params, alias=CHAMPION, to_version=version,
-                       from_version=str(current.version) if current else None, action="manual_promote", reason=reason)
+    return record_move(
+        client,
+        params,
+        alias=CHAMPION,
+        to_version=version,
+        from_version=str(current.version) if current else None,
+        action="manual_promote",
+        reason=reason,
+    )
 
 
 def rollback(client, params: Params, reason: str) -> dict:
@@ -198,6 +261,15 @@ def rollback(client, params: Params, reason: str) -> dict:
         raise RegistryError(f"model '{name}' has no @champion to roll back")
     previous = current.tags.get(f"driftloop.{CHAMPION}.previous_version", "none")
     if previous == "none":
-        raise RegistryError(f"@champion (version {current.version}) of '{name}' has no previous champion to roll back to")
-    return record_move(client, params, alias=CHAMPION, to_version=previous, from_version=str(current.version),
-                       action="rollback", reason=reason)
+        raise RegistryError(
+            f"@champion (version {current.version}) of '{name}' has no previous champion to roll back to"
+        )
+    return record_move(
+        client,
+        params,
+        alias=CHAMPION,
+        to_version=previous,
+        from_version=str(current.version),
+        action="rollback",
+        reason=reason,
+    )

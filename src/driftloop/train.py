@@ -86,7 +86,9 @@ def baseline_scores(estimator, X: pd.DataFrame, task: str) -> np.ndarray:
 
 def _for_sklearn(X: pd.DataFrame) -> pd.DataFrame:
     # sklearn's imputers want object columns, not pandas categoricals with NaN
-    return X.apply(lambda s: s.astype(object).where(s.notna(), np.nan) if isinstance(s.dtype, pd.CategoricalDtype) else s)
+    return X.apply(
+        lambda s: s.astype(object).where(s.notna(), np.nan) if isinstance(s.dtype, pd.CategoricalDtype) else s
+    )
 
 
 def train(

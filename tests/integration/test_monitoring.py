@@ -26,18 +26,36 @@ def trained(tmp_path_factory):
     mp.chdir(work)
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     mp.delenv("DRIFTLOOP_ALERT_URLS", raising=False)
-    write_params(work / "params.yaml", small_params(work, **{"tune.n_trials": 2, "simulate.n_rows": 5000, "monitor.reference_rows": 3000}))
+    write_params(
+        work / "params.yaml",
+        small_params(work, **{"tune.n_trials": 2, "simulate.n_rows": 5000, "monitor.reference_rows": 3000}),
+    )
     p = load_params(work / "params.yaml")
     pipeline.run_ingest(p, "data/raw.parquet")
     pipeline.run_validate(p, "data/raw.parquet", "data/validated.parquet", "reports/validation.json")
     pipeline.run_split(p, "data/validated.parquet", "data/split")
     pipeline.run_tune(p, "data/split", "models/best_params.json", "reports/tune.json")
-    pipeline.run_train(p, "data/split", "models/best_params.json", "reports/validation.json", "models/model.pkl",
-                       "models/baselines.pkl", "models/run.json")
-    pipeline.run_evaluate(p, "data/split", "models/model.pkl", "models/baselines.pkl", "models/run.json",
-                          "reports/metrics.json", "reports/plots")
-    pipeline.run_register(p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json",
-                          "reports/register.json")
+    pipeline.run_train(
+        p,
+        "data/split",
+        "models/best_params.json",
+        "reports/validation.json",
+        "models/model.pkl",
+        "models/baselines.pkl",
+        "models/run.json",
+    )
+    pipeline.run_evaluate(
+        p,
+        "data/split",
+        "models/model.pkl",
+        "models/baselines.pkl",
+        "models/run.json",
+        "reports/metrics.json",
+        "reports/plots",
+    )
+    pipeline.run_register(
+        p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json", "reports/register.json"
+    )
     client = tracking.connect(p)
     champion = loop.resolve_champion(client, p)
     yield p, client, champion
@@ -82,8 +100,11 @@ def test_covariate_shift_is_flagged(trained):
     batch_id, df = loop.read_batch(_month(covariate_shift=1.5), p)
     r = _monitor(trained, batch_id, df)
     assert r["status"] in ("warn", "retrain")
-    assert {"annual_income", "credit_score"} & set(r["drift"]["drifted_columns"] if "drifted_columns" in r["drift"]
-                                                   else [c["column"] for c in r["drift"]["columns"] if c["drifted"]])
+    assert {"annual_income", "credit_score"} & set(
+        r["drift"]["drifted_columns"]
+        if "drifted_columns" in r["drift"]
+        else [c["column"] for c in r["drift"]["columns"] if c["drifted"]]
+    )
 
 
 def test_batch_without_labels_drift_only(trained):

@@ -28,8 +28,15 @@ def _client(proj):
 
 def test_repro_end_to_end_then_noop_then_partial(project):
     first = run(["dvc", "repro"], project)
-    for path in ("data/raw.parquet", "data/split/test.parquet", "models/model.pkl", "reports/metrics.json",
-                 "reports/plots/roc.csv", "reports/plots/shap_summary.png", "reports/register.json"):
+    for path in (
+        "data/raw.parquet",
+        "data/split/test.parquet",
+        "models/model.pkl",
+        "reports/metrics.json",
+        "reports/plots/roc.csv",
+        "reports/plots/shap_summary.png",
+        "reports/register.json",
+    ):
         assert (project / path).exists(), path
     assert "version 1 -> @champion" in first.stdout
 
@@ -48,8 +55,9 @@ def test_repro_end_to_end_then_noop_then_partial(project):
     assert mv.tags["driftloop.params_hash"]
     # every trial is a nested run under the tune run
     tune_run = json.loads((project / "models/best_params.json").read_text())["tune_run_id"]
-    trials = client.search_runs([client.get_run(tune_run).info.experiment_id],
-                                filter_string=f"tags.mlflow.parentRunId = '{tune_run}'")
+    trials = client.search_runs(
+        [client.get_run(tune_run).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{tune_run}'"
+    )
     assert len(trials) == 4
     assert all("optuna.state" in t.data.tags for t in trials)
     # the registered model scores raw rows of the original file

@@ -41,16 +41,33 @@ def _data(p):
 
 
 def _train_and_register(p, **lgb_overrides) -> dict:
-    tuned = {"lgb_params": {**fixed_params("binary", 2, p.tune, p.base.seed), **LGBM_DEFAULTS, **lgb_overrides},
-             "tune_run_id": ""}
+    tuned = {
+        "lgb_params": {**fixed_params("binary", 2, p.tune, p.base.seed), **LGBM_DEFAULTS, **lgb_overrides},
+        "tune_run_id": "",
+    }
     with open("models_best.json", "w") as f:
         json.dump(tuned, f)
-    pipeline.run_train(p, "data/split", "models_best.json", "reports/validation.json", "models/model.pkl",
-                       "models/baselines.pkl", "models/run.json")
-    pipeline.run_evaluate(p, "data/split", "models/model.pkl", "models/baselines.pkl", "models/run.json",
-                          "reports/metrics.json", "reports/plots")
-    return pipeline.run_register(p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json",
-                                 "reports/register.json")
+    pipeline.run_train(
+        p,
+        "data/split",
+        "models_best.json",
+        "reports/validation.json",
+        "models/model.pkl",
+        "models/baselines.pkl",
+        "models/run.json",
+    )
+    pipeline.run_evaluate(
+        p,
+        "data/split",
+        "models/model.pkl",
+        "models/baselines.pkl",
+        "models/run.json",
+        "reports/metrics.json",
+        "reports/plots",
+    )
+    return pipeline.run_register(
+        p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json", "reports/register.json"
+    )
 
 
 WEAK = {"num_leaves": 2, "learning_rate": 0.01, "feature_fraction": 0.4}
@@ -112,8 +129,10 @@ def test_file_backed_study_resumes(workdir):
     assert second["study_name"] == first["study_name"]
     assert second["n_complete"] + second["n_pruned"] == 5  # continued: 2 new trials, not 5
     client = tracking.connect(p)
-    children = client.search_runs([client.get_run(second["mlflow_run_id"]).info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{second['mlflow_run_id']}'")
+    children = client.search_runs(
+        [client.get_run(second["mlflow_run_id"]).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{second['mlflow_run_id']}'",
+    )
     assert len(children) == 2
     assert second["best_value"] >= first["best_value"]
 
@@ -128,14 +147,24 @@ def test_sql_ingest_from_postgres(workdir, pg_url, unique_name):
     engine = sa.create_engine(pg_url)
     df.astype({c: object for c in df.select_dtypes("category").columns}).to_sql(unique_name, engine, index=False)
     try:
-        p = _params(workdir, **{"ingest.source": "sql", "ingest.sql": {"url": pg_url, "table": unique_name,
-                                                                       "query": None}})
+        p = _params(
+            workdir, **{"ingest.source": "sql", "ingest.sql": {"url": pg_url, "table": unique_name, "query": None}}
+        )
         out = pipeline.run_ingest(p, "data/raw.parquet")
         assert out["rows"] == 1500
         raw = pd.read_parquet("data/raw.parquet")
         assert {"annual income ($)", "état", "default"} <= set(raw.columns)
-        p = _params(workdir, **{"ingest.source": "sql", "ingest.sql": {
-            "url": pg_url, "query": f'SELECT * FROM "{unique_name}" WHERE "default" = 1', "table": None}})
+        p = _params(
+            workdir,
+            **{
+                "ingest.source": "sql",
+                "ingest.sql": {
+                    "url": pg_url,
+                    "query": f'SELECT * FROM "{unique_name}" WHERE "default" = 1',
+                    "table": None,
+                },
+            },
+        )
         with pytest.raises(DataError, match="at least two classes"):
             pipeline.run_ingest(p, "data/raw.parquet")
         assert len(pd.read_parquet("data/raw.parquet")) == 1500  # the failed ingest left the data alone
@@ -162,8 +191,16 @@ def test_parallel_workers_share_one_postgres_study(workdir, pg_url):
     p = _params(workdir, **{"tune.storage": pg_url, "tune.n_trials": 6})
     _data(p)
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
-    workers = [subprocess.Popen([sys.executable, "-m", "driftloop.cli", "tune-worker", "--split-dir", "data/split"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "driftloop.cli", "tune-worker", "--split-dir", "data/split"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [w.communicate(timeout=300) for w in workers]
     assert all(w.returncode == 0 for w in workers), outs
     name = pipeline.study_name(p, workdir / "data/split/train.parquet")

@@ -21,10 +21,16 @@ def _csv(path, task: str, n: int = 1500, seed: int = 0):
     rng = np.random.default_rng(seed)
     x1, x2 = rng.normal(size=n), rng.uniform(-2, 2, size=n)
     region = rng.choice(["nörd", "süd", "east west"], size=n)
-    df = pd.DataFrame({
-        "x 1": x1, 'quote"d': x2, "région": region, "signup": pd.date_range("2024-01-01", periods=n, freq="h"),
-        "flag": rng.random(n) > 0.5, "cnt": pd.array(rng.integers(0, 5, n), dtype="Int64"),
-    })
+    df = pd.DataFrame(
+        {
+            "x 1": x1,
+            'quote"d': x2,
+            "région": region,
+            "signup": pd.date_range("2024-01-01", periods=n, freq="h"),
+            "flag": rng.random(n) > 0.5,
+            "cnt": pd.array(rng.integers(0, 5, n), dtype="Int64"),
+        }
+    )
     signal = np.sin(2 * x1) + x2**2 * (region == "süd") + 0.3 * rng.normal(size=n)
     if task == "multiclass":
         df["segment"] = np.select([signal < 0, signal < 1.2], ["bronze", "silver"], "gold")
@@ -39,22 +45,46 @@ def test_task_end_to_end_from_csv(tmp_path, monkeypatch, task, metric):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     raw = _csv(tmp_path / "data.csv", task)
-    write_params(tmp_path / "params.yaml", small_params(
-        tmp_path, **{"ingest.source": "csv", "ingest.path": str(tmp_path / "data.csv"), "base.target": "segment",
-                     "validate.date_columns": ["signup"]}))
+    write_params(
+        tmp_path / "params.yaml",
+        small_params(
+            tmp_path,
+            **{
+                "ingest.source": "csv",
+                "ingest.path": str(tmp_path / "data.csv"),
+                "base.target": "segment",
+                "validate.date_columns": ["signup"],
+            },
+        ),
+    )
     p = load_params(tmp_path / "params.yaml")
     pipeline.run_ingest(p, "data/raw.parquet")
     report = pipeline.run_validate(p, "data/raw.parquet", "data/validated.parquet", "reports/validation.json")
     assert report["task"] == task  # base.task: auto
     pipeline.run_split(p, "data/validated.parquet", "data/split")
     pipeline.run_tune(p, "data/split", "models/best_params.json", "reports/tune.json")
-    pipeline.run_train(p, "data/split", "models/best_params.json", "reports/validation.json", "models/model.pkl",
-                       "models/baselines.pkl", "models/run.json")
-    result = pipeline.run_evaluate(p, "data/split", "models/model.pkl", "models/baselines.pkl", "models/run.json",
-                                   "reports/metrics.json", "reports/plots")
+    pipeline.run_train(
+        p,
+        "data/split",
+        "models/best_params.json",
+        "reports/validation.json",
+        "models/model.pkl",
+        "models/baselines.pkl",
+        "models/run.json",
+    )
+    result = pipeline.run_evaluate(
+        p,
+        "data/split",
+        "models/model.pkl",
+        "models/baselines.pkl",
+        "models/run.json",
+        "reports/metrics.json",
+        "reports/plots",
+    )
     assert result["test"][metric] > result["baselines"]["dummy"][metric] + 0.2
-    reg = pipeline.run_register(p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json",
-                                "reports/register.json")
+    reg = pipeline.run_register(
+        p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json", "reports/register.json"
+    )
     assert reg["alias"] == "champion"
     model = mlflow.pyfunc.load_model("models:/driftloop@champion")
     pred = model.predict(pd.read_csv(tmp_path / "data.csv").head(20))  # raw rows of the original file

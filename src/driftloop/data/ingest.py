@@ -51,12 +51,24 @@ def _mask_url(url: str) -> str:
 
 
 _BY_COLUMN_OPTIONS = {
-    "low_memory", "parse_dates", "date_format", "dtype", "converters", "usecols", "index_col", "na_values",
-    "keep_default_na", "na_filter", "true_values", "false_values",
+    "low_memory",
+    "parse_dates",
+    "date_format",
+    "dtype",
+    "converters",
+    "usecols",
+    "index_col",
+    "na_values",
+    "keep_default_na",
+    "na_filter",
+    "true_values",
+    "false_values",
 }
 
 
-def read_csv(path: str, options: dict, chunk_rows: int, progress: Progress | None = None) -> tuple[pd.DataFrame, list[str]]:
+def read_csv(
+    path: str, options: dict, chunk_rows: int, progress: Progress | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     opts = {"low_memory": False, **options}
     # the header row is read as text: options that refer to columns by name (parse_dates, dtype, ...)
     # cannot apply to it, and names like "NA" or "01" must not become NaN or 1
@@ -121,7 +133,9 @@ def read_sql(params: Params, env: dict[str, str] | None = None) -> tuple[pd.Data
         with engine.connect() as conn:
             df = pd.read_sql_query(stmt, conn, coerce_float=True)
     except sa.exc.OperationalError as exc:
-        raise DataError(f"ingest.sql.url {_mask_url(url)}: cannot connect ({str(exc.orig).strip().splitlines()[0]})") from None
+        raise DataError(
+            f"ingest.sql.url {_mask_url(url)}: cannot connect ({str(exc.orig).strip().splitlines()[0]})"
+        ) from None
     except sa.exc.SQLAlchemyError as exc:
         what = f"query {cfg.query!r}" if cfg.query else f"table {cfg.table!r}"
         first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
@@ -190,8 +204,9 @@ def _aligned(df: pd.DataFrame, like: pd.DataFrame, path: Path) -> pd.DataFrame:
     df = df[list(like.columns)].copy()
     for col in like.columns:
         if isinstance(like[col].dtype, pd.CategoricalDtype):
-            cats = list(like[col].cat.categories) + [c for c in pd.unique(df[col].dropna()) if c not in
-                                                     set(like[col].cat.categories)]
+            cats = list(like[col].cat.categories) + [
+                c for c in pd.unique(df[col].dropna()) if c not in set(like[col].cat.categories)
+            ]
             df[col] = pd.Categorical(df[col].astype(object), categories=cats)
     return df
 

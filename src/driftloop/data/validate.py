@@ -79,7 +79,9 @@ def check_contract(df: pd.DataFrame, params: Params, *, source: str) -> str:
     if target not in df.columns:
         close = [c for c in df.columns if str(c).strip().lower() == target.strip().lower()]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(f"{source}: target column '{target}' (base.target) not found{hint}; columns: {list(df.columns)[:20]}")
+        raise DataError(
+            f"{source}: target column '{target}' (base.target) not found{hint}; columns: {list(df.columns)[:20]}"
+        )
     y = df[target]
     if y.isna().all():
         raise DataError(f"{source}: target column '{target}' has no values")
@@ -98,7 +100,9 @@ def check_contract(df: pd.DataFrame, params: Params, *, source: str) -> str:
             )
         )
     else:
-        checks.append(pa.Check(lambda s: s.nunique() >= 2, name="at_least_two_classes", error="needs at least two classes"))
+        checks.append(
+            pa.Check(lambda s: s.nunique() >= 2, name="at_least_two_classes", error="needs at least two classes")
+        )
         checks.append(
             pa.Check(
                 lambda s: s.nunique() <= MAX_CLASSES,
@@ -142,16 +146,13 @@ def _format_schema_errors(exc, source: str, target: str, n_rows: int) -> str:
         examples = [str(v) for v in group["failure_case"].head(3).tolist()]
         check = str(check)
         if check == "not_nullable":
-            lines.append(f"  column '{col}': {len(group)} missing (NaN/null) target values, e.g. rows {group['index'].head(3).tolist()}")
+            rows = group["index"].head(3).tolist()
+            lines.append(f"  column '{col}': {len(group)} missing (NaN/null) target values, e.g. rows {rows}")
         elif "column_in_dataframe" in check:
             lines.append(f"  column '{col}' is missing")
         else:
             n = "" if check in ("at_least_two_classes", "min_rows") else f"{len(group)} rows, e.g. {examples}: "
             lines.append(f"  column '{col}': {n}{check}")
-    errors = {str(e.check): str(e) for e in exc.schema_errors}
-    for check, text in errors.items():
-        if check and "error=" not in text:
-            pass
     # attach the human messages of our named checks
     for err in exc.schema_errors:
         msg = getattr(getattr(err, "check", None), "error", None)
@@ -242,10 +243,16 @@ def validate(df: pd.DataFrame, params: Params, *, source: str) -> tuple[pd.DataF
             and n >= 50
             and n_unique >= vp.id_unique_fraction * n
         ):
-            drop(col, "id_like", f"column '{col}' is unique per row ({n_unique} values in {n} rows): an ID, not a feature")
+            drop(
+                col,
+                "id_like",
+                f"column '{col}' is unique per row ({n_unique} values in {n} rows): an ID, not a feature",
+            )
 
     features = [c for c in df.columns if c != target and c not in report.dropped_columns and c not in keep_for_split]
-    n_dup = int(df.duplicated().sum()) if n <= 5_000_000 else int(df.sample(5_000_000, random_state=0).duplicated().sum())
+    n_dup = (
+        int(df.duplicated().sum()) if n <= 5_000_000 else int(df.sample(5_000_000, random_state=0).duplicated().sum())
+    )
     if n_dup:
         action = "rows_dropped" if vp.on_duplicate_rows == "drop" else "none"
         report.warnings.append(Issue("duplicate_rows", f"{n_dup} duplicated rows", None, action))
