@@ -49,13 +49,20 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return res
 
 
+def copy_project_files(proj: Path) -> None:
+    """What a clone has that the pipeline reads: dvc.yaml, src/ (stage deps), data/labeled/."""
+    shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
+    shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (proj / "data" / "labeled").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "data" / "labeled" / "README.md", proj / "data" / "labeled" / "README.md")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A fresh driftloop project: the repo's dvc.yaml and src/, small params, git + dvc init."""
     proj = tmp_path / "proj"
     proj.mkdir()
-    shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
-    shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    copy_project_files(proj)
     write_params(proj / "params.yaml", small_params(proj))
     run(["git", "init", "-q"], proj)
     run(["git", "config", "user.email", "ci@example.invalid"], proj)

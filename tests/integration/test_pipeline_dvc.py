@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from conftest import run, small_params, write_params
+from conftest import copy_project_files, run, small_params, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -91,17 +91,11 @@ def test_repro_end_to_end_then_noop_then_partial(project):
 
 def test_same_seed_same_data_hashes(tmp_path):
     """Two fresh projects with the same params produce the same data hashes in dvc.lock."""
-    from conftest import ROOT
-
     hashes = []
     for name in ("a", "b"):
         proj = tmp_path / name
         proj.mkdir()
-        for f in ("dvc.yaml",):
-            (proj / f).write_text((ROOT / f).read_text())
-        import shutil
-
-        shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        copy_project_files(proj)
         write_params(proj / "params.yaml", small_params(proj))
         run(["git", "init", "-q"], proj)
         run(["dvc", "init", "-q"], proj)
