@@ -7,11 +7,17 @@ enqueued first, early stopping) is run in-process twice on the same data and see
 dropped (as the validate stage does), the pipeline's split and preprocessing; the LightGBM
 datasets are built once per study, as in the tune stage.
 
-Printed side by side: optimisation time (``study.optimize``; the one-off dataset construction is
-shown apart), trials per minute, completed / pruned trials, boosting rounds trained in all, and
-the best validation score. Target (from the issue): >= 2x trials per minute with pruning at an
-equal or better best score. With ``--repeat N`` the two legs alternate in order (ABBA...) and
-medians are reported (the machine is shared: read ratios, not absolute times).
+Printed side by side: optimisation time (``study.optimize``, which includes building the LightGBM
+datasets on the first trial), trials per minute, completed / pruned trials, boosting rounds
+trained in all, and the best validation score with its trial, learning rate and tree count.
+Target (from the issue): >= 2x trials per minute with pruning at an equal or better best score
+(same number of trials). Two diagnostics follow: the seeded start-up trials (same parameters in
+both studies) that pruning stopped although, unpruned, they beat the pruned study's best; and an
+**equal-time** leg (``--no-equal-time`` skips it): pruning on, given the time the unpruned study
+took (``tune.timeout_seconds``), to show the best score pruning reaches for the same compute.
+``--pruner-warmup`` tries another ``tune.pruner_warmup_rounds`` in the pruning legs. With
+``--repeat N`` the two legs alternate in order (ABBA...) and medians are reported (the machine
+is shared: read ratios, not absolute times).
 
 Usage::
 
@@ -63,22 +69,29 @@ def rounds_trained(trial, tp) -> int:
     return min(int(best) + tp.early_stopping_rounds, tp.max_rounds)
 
 
-def run_leg(data, overrides: dict, pruning: bool) -> dict:
+def run_leg(data, overrides: dict, pruning: bool, name: str | None = None) -> dict:
     from driftloop.tune import tune
 
     params = C.effective_params({**overrides, "tune.pruning": pruning})
     task, enc, X_train, y_train, X_valid, y_valid = data
     t0 = time.perf_counter()
     res = tune(
-        X_train, y_train, X_valid, y_valid, task, len(enc.classes), params, study_name=f"bench-pruning-{pruning}"
+        X_train,
+        y_train,
+        X_valid,
+        y_valid,
+        task,
+        len(enc.classes),
+        params,
+        study_name=name or f"bench-pruning-{pruning}",
     )
     total = time.perf_counter() - t0
-    trials = res.study.get_trials(deepcopy=False)
-    n = res.n_complete + res.n_pruned
+    trials = [t for t in res.study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+    n = len(trials)
     return {
         "pruning": pruning,
         "optimize_seconds": res.seconds,
-        "setup_seconds": total - res.seconds,  # study + LightGBM datasets (binning), once per study
+        "setup_seconds": total - res.seconds,
         "trials": n,
         "trials_per_minute": 60.0 * n / res.seconds,
         "n_complete": res.n_complete,
@@ -90,7 +103,41 @@ def run_leg(data, overrides: dict, pruning: bool) -> dict:
         "metric": res.metric,
         "direction": res.direction,
         "best_params": res.best_params,
+        "trial_log": [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": dict(t.params),
+                "rounds": rounds_trained(t, params.tune),
+                "seconds": t.user_attrs.get("fit_seconds"),
+            }
+            for t in trials
+        ],
     }
+
+
+def killed_winners(on: dict, off: dict, higher: bool) -> list[dict]:
+    """Trials with the same parameters in both studies (the seeded start-up trials) that pruning
+    stopped, although without pruning they finished better than the pruned study's best."""
+    off_by_number = {t["number"]: t for t in off["trial_log"]}
+    out = []
+    for t in on["trial_log"]:
+        o = off_by_number.get(t["number"])
+        if t["state"] != "PRUNED" or o is None or o["params"] != t["params"] or o["value"] is None:
+            continue
+        better = o["value"] > on["best_value"] if higher else o["value"] < on["best_value"]
+        if better:
+            out.append(
+                {
+                    "number": t["number"],
+                    "value_without_pruning": o["value"],
+                    "pruned_at": t["rounds"],
+                    "rounds_without_pruning": o["rounds"],
+                    "learning_rate": t["params"].get("learning_rate"),
+                }
+            )
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -101,20 +148,34 @@ def main(argv: list[str] | None = None) -> dict:
         "--num-threads", type=int, default=None, help="override tune.num_threads (default: params.yaml, 0 = all cores)"
     )
     ap.add_argument("--repeat", type=int, default=1, help="run each leg N times, alternating order; medians reported")
+    ap.add_argument(
+        "--pruner-warmup",
+        type=int,
+        default=None,
+        help="override tune.pruner_warmup_rounds (pruning legs only), to try a less aggressive pruner",
+    )
+    ap.add_argument(
+        "--no-equal-time",
+        action="store_true",
+        help="skip the equal-time leg (pruning on, with the time the unpruned study took)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
     overrides = {"simulate.n_rows": args.rows, "tune.n_trials": args.trials, "tune.storage": "memory"}
     if args.num_threads is not None:
         overrides["tune.num_threads"] = args.num_threads
-    params = C.effective_params(overrides)
+    on_overrides = dict(overrides)
+    if args.pruner_warmup is not None:
+        on_overrides["tune.pruner_warmup_rounds"] = args.pruner_warmup
+    params = C.effective_params(on_overrides)
     tp = params.tune
     m = C.machine()
     print(
         f"# bench_pruning: {args.rows:,} rows, {args.trials} trials per study, num_threads={tp.num_threads}, "
         f"max_rounds={tp.max_rounds}, early_stopping={tp.early_stopping_rounds}; pruner: median, "
         f"startup_trials={tp.pruner_startup_trials}, warmup_rounds={tp.pruner_warmup_rounds}, "
-        f"report_every={tp.report_every}"
+        f"report_every={tp.report_every}; sampler: TPE, startup_trials={tp.n_startup_trials}"
     )
     print(f"# {C.machine_line(m)}")
     t0 = time.perf_counter()
@@ -130,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
         order = (True, False) if i % 2 == 0 else (False, True)
         for pruning in order:
             print(f"[{i + 1}/{args.repeat}] pruning={str(pruning).lower()} ...", end=" ", flush=True)
-            leg = run_leg(data, overrides, pruning)
+            leg = run_leg(data, on_overrides if pruning else overrides, pruning)
             leg["loadavg"] = C.loadavg()
             legs[pruning].append(leg)
             print(f"{leg['optimize_seconds']:.1f}s, best {leg['best_value']:.5f}", flush=True)
@@ -139,6 +200,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     def agg(pruning: bool, key: str) -> float:
         return med(leg[key] for leg in legs[pruning])
+
+    equal_time = None
+    if not args.no_equal_time:
+        budget = agg(False, "optimize_seconds")
+        print(f"[equal time] pruning=true for {budget:.0f}s (the unpruned study's time) ...", end=" ", flush=True)
+        eq_overrides = {**on_overrides, "tune.n_trials": 20 * args.trials, "tune.timeout_seconds": budget}
+        equal_time = run_leg(data, eq_overrides, True, name="bench-pruning-equal-time")
+        print(f"{equal_time['trials']} trials, best {equal_time['best_value']:.5f}", flush=True)
 
     higher = legs[True][0]["direction"] == "maximize"
     speedup = agg(True, "trials_per_minute") / agg(False, "trials_per_minute")
@@ -152,7 +221,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  {'':<26}{'pruning on':>14}{'pruning off':>14}")
     rows = [
         ("optimize time", "optimize_seconds", "{:13.1f}s"),
-        ("setup (datasets), once", "setup_seconds", "{:13.1f}s"),
         ("trials per minute", "trials_per_minute", "{:14.2f}"),
         ("complete trials", "n_complete", "{:14.0f}"),
         ("pruned trials", "n_pruned", "{:14.0f}"),
@@ -161,14 +229,36 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     for label, key, fmt in rows:
         print(f"  {label:<26}{fmt.format(agg(True, key))}{fmt.format(agg(False, key))}")
-    print(f"  {'best trial (number)':<26}{legs[True][0]['best_trial']:14d}{legs[False][0]['best_trial']:14d}")
+    on0, off0 = legs[True][0], legs[False][0]
+    print(f"  {'best trial (number)':<26}{on0['best_trial']:14d}{off0['best_trial']:14d}")
+    print(
+        f"  {'its learning rate':<26}{on0['best_params']['learning_rate']:14.4f}"
+        f"{off0['best_params']['learning_rate']:14.4f}"
+    )
+    print(f"  {'its trees (early stop)':<26}{on0['best_iteration']:14d}{off0['best_iteration']:14d}")
     print(f"\n  trials/minute ratio on/off  {speedup:6.2f}x   target >= 2x: {'met' if speedup >= 2 else 'MISSED'}")
     print(
         f"  best score on - off         {best_on - best_off:+.5f}  "
-        f"({'equal or better' if score_ok else 'WORSE'} with pruning)"
+        f"({'equal or better' if score_ok else 'WORSE'} with pruning, same number of trials)"
     )
     met = speedup >= 2 and score_ok
     print(f"  target (>= 2x at an equal or better best score): {'met' if met else 'MISSED'}")
+    killed = killed_winners(on0, off0, higher)
+    if killed:
+        print("  pruned trials that, unpruned (same parameters), beat the pruned study's best:")
+        for k in killed:
+            print(
+                f"    trial {k['number']}: lr {k['learning_rate']:.4f}, pruned at round {k['pruned_at']}; "
+                f"unpruned {k['value_without_pruning']:.5f} after {k['rounds_without_pruning']} rounds"
+            )
+    if equal_time is not None:
+        e_diff = (equal_time["best_value"] - best_off) if higher else (best_off - equal_time["best_value"])
+        print(
+            f"\n  equal time ({equal_time['optimize_seconds']:.0f}s): pruning on ran {equal_time['trials']} trials "
+            f"({equal_time['n_pruned']} pruned), best {equal_time['best_value']:.5f} "
+            f"({equal_time['best_value'] - best_off:+.5f} vs unpruned: "
+            f"{'equal or better' if e_diff >= -1e-12 else 'WORSE'})"
+        )
     result = {
         "benchmark": "pruning",
         "machine": m,
@@ -181,7 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
         "best_off": best_off,
         "score_equal_or_better": score_ok,
         "target_met": met,
+        "killed_winners": killed,
         "legs": {"pruning_on": legs[True], "pruning_off": legs[False]},
+        "equal_time": equal_time,
     }
     C.write_json(args.json, result)
     return result

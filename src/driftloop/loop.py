@@ -294,7 +294,8 @@ def _log_monitoring(client, params: Params, result: dict, step: int) -> str:
         metrics.update(drift_share=result["drift"]["drift_share"], n_drifted=result["drift"]["n_drifted"])
     if "prediction_drift" in result and result["prediction_drift"].get("score") is not None:
         metrics["prediction_drift_score"] = result["prediction_drift"]["score"]
-    for k, v in (result.get("performance") or {}).items():
+    perf = result.get("performance") or {}
+    for k, v in {**perf, **(perf.get("metrics") or {})}.items():
         if isinstance(v, int | float) and not isinstance(v, bool):
             metrics[f"perf_{k}"] = v
     tracking.log_batch(client, run.info.run_id, metrics=metrics, step=step)

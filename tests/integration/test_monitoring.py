@@ -92,7 +92,7 @@ def test_no_drift_batch_is_ok_with_labels_and_performance(trained):
     r = _monitor(trained, batch_id, df)
     assert r["status"] == "ok", r["decision"]
     assert r["drift"]["n_drifted"] <= 1  # sparse columns (mostly missing) can cross 0.1 on 2,000 rows
-    assert r["performance"]["roc_auc"] > 0.7
+    assert r["performance"]["metrics"]["roc_auc"] > 0.7
 
 
 def test_covariate_shift_is_flagged(trained):
