@@ -33,8 +33,12 @@ except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) from o
     from training import FLOW_RUN_ENV, RETRY_DELAYS, environ, load_project_params, retry_unless_bad_input, training_flow
 
 
-@task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_unless_bad_input,
-      cache_policy=NO_CACHE)
+@task(
+    retries=len(RETRY_DELAYS),
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
 def read_batch(batch: str, params) -> tuple[str, Any]:
     """A file or glob (CSV/Parquet), ``sql:SELECT ...`` or ``sim://2025-03?rows=5000``; DataError if unreadable."""
     from driftloop import loop
@@ -49,16 +53,24 @@ def monitor(params, batch_id: str, df) -> dict[str, Any]:
     return loop.monitor_batch(params, batch_id, df)
 
 
-@task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_unless_bad_input,
-      cache_policy=NO_CACHE)
+@task(
+    retries=len(RETRY_DELAYS),
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
 def add_labeled_batch(params, batch_id: str, df, project: str) -> str:
     from driftloop import loop
 
     return str(loop.add_labeled_batch(params, batch_id, df, project))
 
 
-@task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_unless_bad_input,
-      cache_policy=NO_CACHE)
+@task(
+    retries=len(RETRY_DELAYS),
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
 def link_retraining(params, monitor_run_id: str | None, batch_id: str, register_result: dict) -> None:
     from driftloop import loop, tracking
 
@@ -73,16 +85,33 @@ def _unreadable(params, batch: str, exc: Exception) -> dict[str, Any]:
     from driftloop.evaluate import write_json
 
     stem = Path(batch.split("?", 1)[0]).stem or "batch"
-    batch_id = re.sub(r"[^0-9A-Za-z_.-]+", "-", f"unreadable-{stem}").strip("-")[:60] + "-" + \
-        hashlib.sha1(batch.encode()).hexdigest()[:8]
+    batch_id = (
+        re.sub(r"[^0-9A-Za-z_.-]+", "-", f"unreadable-{stem}").strip("-")[:60]
+        + "-"
+        + hashlib.sha1(batch.encode()).hexdigest()[:8]
+    )
     reason = f"{type(exc).__name__}: {exc}"
     result: dict[str, Any] = {
-        "batch_id": batch_id, "batch": batch, "rows": 0, "status": "error", "error": reason,
-        "decision": {"status": "error", "reasons": [reason]}, "report_html": None, "mlflow_run_id": None,
+        "batch_id": batch_id,
+        "batch": batch,
+        "rows": 0,
+        "status": "error",
+        "error": reason,
+        "decision": {"status": "error", "reasons": [reason]},
+        "report_html": None,
+        "mlflow_run_id": None,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    outcome = send_alert(Alert(status="error", title=f"driftloop error: batch {batch_id}", message=f"- {reason}",
-                               batch_id=batch_id, details={"batch": batch}), params.alerts)
+    outcome = send_alert(
+        Alert(
+            status="error",
+            title=f"driftloop error: batch {batch_id}",
+            message=f"- {reason}",
+            batch_id=batch_id,
+            details={"batch": batch},
+        ),
+        params.alerts,
+    )
     result["alert"] = {"sent": outcome.sent, "errors": outcome.errors, "log": outcome.logged_to}
     summary = Path(params.monitor.output_dir) / batch_id / "summary.json"
     result["summary_json"] = str(summary)
@@ -99,12 +128,16 @@ def _retrain(params, project: Path, batch_id: str, df, result: dict) -> dict[str
         return {"skipped": str(exc)}
     # the DVC stages read the project's params.yaml (dvc.yaml), whatever this flow was given
     reg = training_flow(project=str(project))
-    info: dict[str, Any] = {"labeled_batch": labeled, "training_flow_run_id": reg["pipeline"]["flow_run_id"],
-                            "registered": reg["pipeline"]["registered_now"]}
+    info: dict[str, Any] = {
+        "labeled_batch": labeled,
+        "training_flow_run_id": reg["pipeline"]["flow_run_id"],
+        "registered": reg["pipeline"]["registered_now"],
+    }
     if reg["pipeline"]["registered_now"]:
         link_retraining(params, result.get("mlflow_run_id"), batch_id, reg)
-        info.update(model=reg["model"], version=reg["version"], alias=reg["alias"],
-                    reason=reg.get("decision", {}).get("reason"))
+        info.update(
+            model=reg["model"], version=reg["version"], alias=reg["alias"], reason=reg.get("decision", {}).get("reason")
+        )
     else:
         info["reason"] = reg.get("reason") or "the pipeline registered no new version"
     return info
@@ -112,11 +145,15 @@ def _retrain(params, project: Path, batch_id: str, df, result: dict) -> dict[str
 
 def _markdown(result: dict) -> str:
     reasons = "; ".join(map(str, result.get("decision", {}).get("reasons", []))) or "-"
-    rows = [("Batch", f"{result['batch_id']} ({result.get('rows', 0)} rows)"), ("Status", f"**{result['status']}**"),
-            ("Reasons", reasons), ("Report", f"`{result.get('report_html') or '-'}`"),
-            ("Summary", f"`{result.get('summary_json') or '-'}`"),
-            ("MLflow run", f"`{result.get('mlflow_run_id') or '-'}`"),
-            ("Champion", str(result.get("champion_version", "-")))]
+    rows = [
+        ("Batch", f"{result['batch_id']} ({result.get('rows', 0)} rows)"),
+        ("Status", f"**{result['status']}**"),
+        ("Reasons", reasons),
+        ("Report", f"`{result.get('report_html') or '-'}`"),
+        ("Summary", f"`{result.get('summary_json') or '-'}`"),
+        ("MLflow run", f"`{result.get('mlflow_run_id') or '-'}`"),
+        ("Champion", str(result.get("champion_version", "-"))),
+    ]
     if "drift" in result:
         rows.append(("Drift share", f"{result['drift'].get('drift_share', 0):.0%}"))
     if "alert" in result:
@@ -133,8 +170,9 @@ def _markdown(result: dict) -> str:
 
 
 @flow(name="driftloop-monitoring", log_prints=True)
-def monitoring_flow(batch: str, params_path: str = "params.yaml", project: str = ".", retrain: bool = True
-                    ) -> dict[str, Any]:
+def monitoring_flow(
+    batch: str, params_path: str = "params.yaml", project: str = ".", retrain: bool = True
+) -> dict[str, Any]:
     """Monitor one batch; on ``retrain`` (and ``retrain=True``) retrain on it through the training flow."""
     from prefect.artifacts import create_markdown_artifact
     from prefect.runtime import flow_run
@@ -159,12 +197,18 @@ def monitoring_flow(batch: str, params_path: str = "params.yaml", project: str =
                         result["retrain"] = _retrain(params, root, batch_id, df, result)
                     except Exception as exc:  # the training failed: report it, then fail this run
                         result["retrain"] = {"error": f"{type(exc).__name__}: {exc}"}
-                        create_markdown_artifact(key="driftloop-monitoring", markdown=_markdown(result),
-                                                 description=f"batch {batch_id}: {result['status']}")
+                        create_markdown_artifact(
+                            key="driftloop-monitoring",
+                            markdown=_markdown(result),
+                            description=f"batch {batch_id}: {result['status']}",
+                        )
                         raise
         result["prefect_flow_run_id"] = flow_run_id
-        create_markdown_artifact(key="driftloop-monitoring", markdown=_markdown(result),
-                                 description=f"batch {result['batch_id']}: {result['status']}")
+        create_markdown_artifact(
+            key="driftloop-monitoring",
+            markdown=_markdown(result),
+            description=f"batch {result['batch_id']}: {result['status']}",
+        )
         logger.info("batch %s: %s (report %s)", result["batch_id"], result["status"], result.get("report_html"))
         return result
 

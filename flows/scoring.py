@@ -17,8 +17,12 @@ except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) from o
     from training import RETRY_DELAYS, load_project_params, retry_unless_bad_input
 
 
-@task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_unless_bad_input,
-      cache_policy=NO_CACHE)
+@task(
+    retries=len(RETRY_DELAYS),
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
 def score(params, df, out: str) -> dict[str, Any]:
     from driftloop import loop
 
@@ -36,13 +40,17 @@ def scoring_flow(batch: str, out: str, params_path: str = "params.yaml", project
         batch_id, df = read_batch(batch, params)
         result = {**score(params, df, out), "batch_id": batch_id}
         create_markdown_artifact(
-            key="driftloop-scoring", description=f"batch {batch_id} scored",
-            markdown=(f"# driftloop scoring\n\n| | |\n|---|---|\n| Batch | {batch_id} |\n| Rows | {result['rows']} |\n"
-                      f"| Model | {result['model']} version {result['version']} (@champion) |\n"
-                      f"| Predictions | `{result['out']}` |\n"),
+            key="driftloop-scoring",
+            description=f"batch {batch_id} scored",
+            markdown=(
+                f"# driftloop scoring\n\n| | |\n|---|---|\n| Batch | {batch_id} |\n| Rows | {result['rows']} |\n"
+                f"| Model | {result['model']} version {result['version']} (@champion) |\n"
+                f"| Predictions | `{result['out']}` |\n"
+            ),
         )
-        get_run_logger().info("%s rows scored by %s v%s -> %s", result["rows"], result["model"], result["version"],
-                              result["out"])
+        get_run_logger().info(
+            "%s rows scored by %s v%s -> %s", result["rows"], result["model"], result["version"], result["out"]
+        )
         return result
 
 

@@ -31,12 +31,19 @@ def to_deployments(prefect_yaml: str | Path = ROOT / "prefect.yaml") -> list:
     deployments = []
     for spec in deployment_specs(prefect_yaml):
         flow = load_flow_from_entrypoint(spec["entrypoint"])
-        schedules = [Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True))
-                     for s in spec.get("schedules") or []]
-        deployments.append(flow.to_deployment(
-            name=spec["name"], description=spec.get("description"), tags=spec.get("tags"),
-            parameters=spec.get("parameters") or {}, schedules=schedules,
-        ))
+        schedules = [
+            Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True))
+            for s in spec.get("schedules") or []
+        ]
+        deployments.append(
+            flow.to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                tags=spec.get("tags"),
+                parameters=spec.get("parameters") or {},
+                schedules=schedules,
+            )
+        )
     return deployments
 
 

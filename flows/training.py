@@ -101,8 +101,9 @@ def pipeline_stages(project: str | Path) -> list[tuple[str, str]]:
         wanted: set = set()
         for stage in repo.stage.collect(str(root / PROJECT_FILE)):
             wanted.update(nx.dfs_postorder_nodes(graph, stage))
-        order = nx.lexicographical_topological_sort(graph.subgraph(wanted).reverse(copy=True),
-                                                    key=lambda s: declared.get(s, len(declared)))
+        order = nx.lexicographical_topological_sort(
+            graph.subgraph(wanted).reverse(copy=True), key=lambda s: declared.get(s, len(declared))
+        )
         return [(s.addressing, f"{s.path}:{s.name}") for s in order if getattr(s, "cmd", None)]
 
 
@@ -121,8 +122,12 @@ def _bad_input(report: Path, stage: str) -> DriftloopError | None:
     return kinds.get(info.get("type"), DriftloopError)(f"stage '{stage}': {info.get('message')}")
 
 
-@task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_unless_bad_input,
-      cache_policy=NO_CACHE)
+@task(
+    retries=len(RETRY_DELAYS),
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
 def reproduce_stage(project: str, stage: str, target: str, force: bool = False) -> dict[str, Any]:
     """``dvc repro --single-item <stage>``: runs the stage's command only if a dependency changed."""
     from dvc.repo import Repo
@@ -163,8 +168,13 @@ def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
             return
     if existing.limit != limit or not existing.active:
-        get_run_logger().warning("concurrency limit %s: limit %s, active %s (changed by hand; expected %s, active)",
-                                 name, existing.limit, existing.active, limit)
+        get_run_logger().warning(
+            "concurrency limit %s: limit %s, active %s (changed by hand; expected %s, active)",
+            name,
+            existing.limit,
+            existing.active,
+            limit,
+        )
 
 
 # --------------------------------------------------------------------------- MLflow <-> Prefect
@@ -199,14 +209,21 @@ def _tag_flow_run(flow_run_id: str, tags: set[str]) -> None:
 
 
 def _markdown(result: dict, ran: list[str], skipped: list[str], registered_now: bool, tracking_uri: str) -> str:
-    rows = [("Stages run", ", ".join(ran) or "none (everything up to date)"),
-            ("Stages skipped", ", ".join(skipped) or "-")]
+    rows = [
+        ("Stages run", ", ".join(ran) or "none (everything up to date)"),
+        ("Stages skipped", ", ".join(skipped) or "-"),
+    ]
     if result.get("registered"):
         version = f"{result['version']}" + ("" if registered_now else " (registered by an earlier run)")
         if tracking_uri.startswith(("http://", "https://")):
             version = f"[{version}]({tracking_uri.rstrip('/')}/#/models/{result['model']}/versions/{result['version']})"
-        rows += [("MLflow run", f"`{result['run_id']}`"), ("Model", result["model"]), ("Version", version),
-                 ("Alias", f"@{result.get('alias')}"), ("Gate", str(result.get("decision", {}).get("reason", "-")))]
+        rows += [
+            ("MLflow run", f"`{result['run_id']}`"),
+            ("Model", result["model"]),
+            ("Version", version),
+            ("Alias", f"@{result.get('alias')}"),
+            ("Gate", str(result.get("decision", {}).get("reason", "-"))),
+        ]
     else:
         rows.append(("Registered", f"no: {result.get('reason', '-')}"))
     body = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows)
@@ -229,8 +246,10 @@ def training_flow(params_path: str = "params.yaml", project: str = ".", force: b
     with contextlib.chdir(root):
         declared = (root / "params.yaml").resolve()
         if (root / params_path).resolve() != declared:
-            raise ConfigError(f"{params_path}: the DVC stages read {declared} (dvc.yaml); "
-                              "the training flow cannot use another params file")
+            raise ConfigError(
+                f"{params_path}: the DVC stages read {declared} (dvc.yaml); "
+                "the training flow cannot use another params file"
+            )
         params = load_project_params(root, params_path)  # bad params fail here, before any stage
         flow_run_id = str(flow_run.get_id())
         stages = pipeline_stages(root)
@@ -239,8 +258,10 @@ def training_flow(params_path: str = "params.yaml", project: str = ".", force: b
         ran: list[str] = []
         skipped: list[str] = []
         logger.info("acquiring the training slot %s (one training run per project)", limit)
-        with concurrency(limit, occupy=1, strict=True, raise_on_lease_renewal_failure=False), \
-                environ(**{FLOW_RUN_ENV: flow_run_id, "PATH": _stage_path()}):
+        with (
+            concurrency(limit, occupy=1, strict=True, raise_on_lease_renewal_failure=False),
+            environ(**{FLOW_RUN_ENV: flow_run_id, "PATH": _stage_path()}),
+        ):
             for name, target in stages:
                 stage_task = reproduce_stage.with_options(name=f"dvc-{name}", task_run_name=name)
                 out = stage_task(str(root), name, target, force)
@@ -250,16 +271,28 @@ def training_flow(params_path: str = "params.yaml", project: str = ".", force: b
         registered_now = REGISTER_STAGE in ran and bool(result.get("registered"))
         if registered_now:
             _link_mlflow(params, result, flow_run_id, flow_run.get_flow_run_ui_url())
-            _tag_flow_run(flow_run_id, {f"mlflow-run:{result['run_id']}", f"model:{result['model']}",
-                                        f"model-version:{result['version']}", f"alias:{result['alias']}"})
+            _tag_flow_run(
+                flow_run_id,
+                {
+                    f"mlflow-run:{result['run_id']}",
+                    f"model:{result['model']}",
+                    f"model-version:{result['version']}",
+                    f"alias:{result['alias']}",
+                },
+            )
         elif not ran:
             _tag_flow_run(flow_run_id, {"dvc:up-to-date"})
-        create_markdown_artifact(key="driftloop-training", description="MLflow run, model version and alias",
-                                 markdown=_markdown(result, ran, skipped, registered_now, params.base.tracking_uri))
+        create_markdown_artifact(
+            key="driftloop-training",
+            description="MLflow run, model version and alias",
+            markdown=_markdown(result, ran, skipped, registered_now, params.base.tracking_uri),
+        )
         registered = f"version {result.get('version')} -> @{result.get('alias')}" if registered_now else "none"
         logger.info("stages run: %s; skipped: %s; register: %s", ran or "none", skipped or "none", registered)
-        return {**result, "pipeline": {"flow_run_id": flow_run_id, "ran": ran, "skipped": skipped,
-                                       "registered_now": registered_now}}
+        return {
+            **result,
+            "pipeline": {"flow_run_id": flow_run_id, "ran": ran, "skipped": skipped, "registered_now": registered_now},
+        }
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,15 +52,24 @@ def handle_errors(fn):
 def _rows_progress(description: str, total: int | None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, transient=False, disable=not err.is_terminal)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    )
     task = progress.add_task(description, total=total)
     return progress, lambda n: progress.advance(task, n)
 
 
 @app.command()
 @handle_errors
-def ingest(out_path: Annotated[Path, typer.Option("--out", help="Parquet file to write")], params: ParamsOpt = DEFAULT_PARAMS):
+def ingest(
+    out_path: Annotated[Path, typer.Option("--out", help="Parquet file to write")], params: ParamsOpt = DEFAULT_PARAMS
+):
     """Read the configured source (simulate / csv / parquet / sql) into one Parquet file."""
     from driftloop.pipeline import run_ingest
 
@@ -159,8 +168,12 @@ def train(
     from driftloop.pipeline import run_train
 
     with err.status("training LightGBM and baselines", spinner="dots"):
-        result = run_train(_load(params), str(split_dir), str(tuned), str(validation), str(model), str(baselines), str(run_info))
-    rows = ", ".join(f"{k}: " + " ".join(f"{m}={v:.4f}" for m, v in list(d.items())[:2]) for k, d in result["valid"].items())
+        result = run_train(
+            _load(params), str(split_dir), str(tuned), str(validation), str(model), str(baselines), str(run_info)
+        )
+    rows = ", ".join(
+        f"{k}: " + " ".join(f"{m}={v:.4f}" for m, v in list(d.items())[:2]) for k, d in result["valid"].items()
+    )
     out.print(f"train: validation {rows}")
 
 
@@ -178,7 +191,9 @@ def evaluate(
     """Test-set metrics for the model and the baselines, curves and plots."""
     from driftloop.pipeline import run_evaluate
 
-    result = run_evaluate(_load(params), str(split_dir), str(model), str(baselines), str(run_info), str(metrics), str(plots))
+    result = run_evaluate(
+        _load(params), str(split_dir), str(model), str(baselines), str(run_info), str(metrics), str(plots)
+    )
     _print_metrics(result)
 
 
@@ -213,7 +228,9 @@ def register(
     if not result["registered"]:
         out.print(f"register: skipped ({result['reason']})")
         return
-    out.print(f"register: {result['model']} version {result['version']} -> @{result['alias']}: {result['decision']['reason']}")
+    out.print(
+        f"register: {result['model']} version {result['version']} -> @{result['alias']}: {result['decision']['reason']}"
+    )
 
 
 @app.command()
@@ -262,8 +279,18 @@ def ui(
     import subprocess
 
     p = _load(params)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", p.base.tracking_uri]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        p.base.tracking_uri,
+    ]
     out.print(f"MLflow UI on http://127.0.0.1:{port} (store: {p.base.tracking_uri}); Ctrl+C to stop")
     raise typer.Exit(subprocess.call(cmd))
 
@@ -313,19 +340,31 @@ def history(params: ParamsOpt = DEFAULT_PARAMS, limit: Annotated[int, typer.Opti
     for col in ("when", "alias", "from", "to", "action", "who", "reason"):
         table.add_column(col)
     for rec in reg.history(tracking.connect(p), p, limit):
-        table.add_row(rec.get("when", ""), rec.get("alias", ""), rec.get("from_version", ""), rec.get("to_version", ""),
-                      rec.get("action", ""), rec.get("who", ""), rec.get("reason", ""))
+        table.add_row(
+            rec.get("when", ""),
+            rec.get("alias", ""),
+            rec.get("from_version", ""),
+            rec.get("to_version", ""),
+            rec.get("action", ""),
+            rec.get("who", ""),
+            rec.get("reason", ""),
+        )
     out.print(table)
 
 
-BatchArg = Annotated[str, typer.Argument(help="a CSV/Parquet file or glob, `sql:SELECT ...`, or `sim://2025-03?rows=5000&covariate_shift=1`")]
+BatchArg = Annotated[
+    str,
+    typer.Argument(help="a CSV/Parquet file or glob, `sql:SELECT ...`, or `sim://2025-03?rows=5000&covariate_shift=1`"),
+]
 
 
 @app.command()
 @handle_errors
 def monitor(
     batch: BatchArg,
-    retrain: Annotated[bool, typer.Option(help="on a retrain decision, add the labeled batch and rerun the pipeline")] = False,
+    retrain: Annotated[
+        bool, typer.Option(help="on a retrain decision, add the labeled batch and rerun the pipeline")
+    ] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
 ):
     """Monitor a new batch against the champion: schema, drift, prediction drift, performance; alert."""
@@ -336,13 +375,18 @@ def monitor(
     with err.status(f"monitoring {batch_id} ({len(df)} rows)", spinner="dots"):
         result = loop.monitor_batch(p, batch_id, df)
     colour = {"ok": "green", "warn": "yellow"}.get(result["status"], "red")
-    out.print(f"monitor: batch {batch_id}: [{colour}]{result['status']}[/] - " + "; ".join(result["decision"].get("reasons", [])))
+    out.print(
+        f"monitor: batch {batch_id}: [{colour}]{result['status']}[/] - "
+        + "; ".join(result["decision"].get("reasons", []))
+    )
     out.print(f"  report: {result['report_html']}  summary: {result['summary_json']}")
     if retrain and result["status"] == "retrain":
         from driftloop.pipeline import retrain_on
 
         reg = retrain_on(p, batch_id, df, result["mlflow_run_id"])
-        out.print(f"retrain: version {reg.get('version')} -> @{reg.get('alias')}: {reg.get('decision', {}).get('reason')}")
+        out.print(
+            f"retrain: version {reg.get('version')} -> @{reg.get('alias')}: {reg.get('decision', {}).get('reason')}"
+        )
     if result["status"] == "error":
         raise typer.Exit(2)
 
@@ -377,8 +421,16 @@ def demo(
     """A simulated production year: monitor each month, alert, retrain; timeline vs a model never retrained."""
     from driftloop.demo import rich_table, run_demo
 
-    result = run_demo(out_dir, params_path=params, months=months, rows_per_month=rows_per_month,
-                      initial_rows=initial_rows, drift_from_month=drift_from, n_trials=n_trials, console=out)
+    result = run_demo(
+        out_dir,
+        params_path=params,
+        months=months,
+        rows_per_month=rows_per_month,
+        initial_rows=initial_rows,
+        drift_from_month=drift_from,
+        n_trials=n_trials,
+        console=out,
+    )
     out.print(rich_table(result))
     files = ("timeline.html", "timeline.png", "summary.json")
     out.print("demo: " + "  ".join(str(result.out_dir / f) for f in files))

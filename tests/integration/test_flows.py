@@ -34,9 +34,15 @@ def _make_project(tmp: Path) -> Path:
     (proj / "data" / "labeled").mkdir(parents=True)
     shutil.copy(ROOT / "data" / "labeled" / "README.md", proj / "data" / "labeled" / "README.md")
     write_params(proj / "params.yaml", small_params(proj))
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.invalid"],
-                ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"],
-                ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "ci@example.invalid"],
+        ["git", "config", "user.name", "ci"],
+        ["dvc", "init", "-q"],
+        ["dvc", "config", "core.analytics", "false"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "init"],
+    ):
         run(cmd, proj)
     return proj
 
@@ -252,8 +258,10 @@ def test_monitoring_flow_bad_batches_give_a_status_not_an_exception(flows, train
     missing = tmp_path / "missing_column.csv"
     df.drop(columns=["annual_income"]).to_csv(missing, index=False)
 
-    results = {name: flows["monitoring"].monitoring_flow(str(path))
-               for name, path in [("empty", empty), ("missing", missing), ("absent", tmp_path / "nope.parquet")]}
+    results = {
+        name: flows["monitoring"].monitoring_flow(str(path))
+        for name, path in [("empty", empty), ("missing", missing), ("absent", tmp_path / "nope.parquet")]
+    }
     for name, result in results.items():
         assert result["status"] in ("error", "schema_violation"), (name, result)
         assert Path(result["summary_json"]).exists(), name

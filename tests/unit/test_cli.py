@@ -46,8 +46,12 @@ def flat(text: str) -> str:
 def csv_params(tmp_path: Path, csv: Path, **extra) -> Path:
     return write_params(
         tmp_path / "params.yaml",
-        {"base": {"target": "y", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-         "ingest": {"source": "csv", "path": str(csv)}, "validate": {"min_rows": 10}, **extra},
+        {
+            "base": {"target": "y", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+            "ingest": {"source": "csv", "path": str(csv)},
+            "validate": {"min_rows": 10},
+            **extra,
+        },
     )
 
 
@@ -154,14 +158,16 @@ def test_validate_and_split_commands(tmp_path):
     df.to_parquet(raw)
     params = write_params(tmp_path / "params.yaml", {"base": {"target": "y"}, "validate": {"min_rows": 10}})
     report = tmp_path / "reports" / "validation.json"
-    result = invoke("validate", "--data", str(raw), "--out", str(tmp_path / "v.parquet"), "--report", str(report),
-                    "-p", str(params))
+    result = invoke(
+        "validate", "--data", str(raw), "--out", str(tmp_path / "v.parquet"), "--report", str(report), "-p", str(params)
+    )
     assert result.exit_code == 0, result.output
     assert "task=binary" in result.output
     assert "const" in result.output
     assert json.loads(report.read_text())["dropped_columns"] == ["const"]
-    result = invoke("split", "--data", str(tmp_path / "v.parquet"), "--out-dir", str(tmp_path / "split"),
-                    "-p", str(params))
+    result = invoke(
+        "split", "--data", str(tmp_path / "v.parquet"), "--out-dir", str(tmp_path / "split"), "-p", str(params)
+    )
     assert result.exit_code == 0, result.output
     assert "train=120, valid=40, test=40" in result.output
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["test.parquet", "train.parquet", "valid.parquet"]
@@ -170,8 +176,20 @@ def test_validate_and_split_commands(tmp_path):
 def test_validate_missing_input_exits_1(tmp_path):
     params = write_params(tmp_path / "params.yaml", {"base": {"target": "y"}})
     missing = tmp_path / "nope.parquet"
-    result = runner.invoke(app, ["validate", "--data", str(missing), "--out", str(tmp_path / "v.parquet"),
-                                 "--report", str(tmp_path / "r.json"), "-p", str(params)])
+    result = runner.invoke(
+        app,
+        [
+            "validate",
+            "--data",
+            str(missing),
+            "--out",
+            str(tmp_path / "v.parquet"),
+            "--report",
+            str(tmp_path / "r.json"),
+            "-p",
+            str(params),
+        ],
+    )
     assert_clean_failure(result)
     assert str(missing) in flat(result.output)
 

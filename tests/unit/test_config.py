@@ -104,8 +104,13 @@ def test_env_override_with_null_section(tmp_path):
 def test_model_settings_cannot_come_from_env(tmp_path):
     path = write(tmp_path / "params.yaml", {"base": {"target": "y", "seed": 7}, "tune": {"n_trials": 3}})
     env = {
-        "DRIFTLOOP_TARGET": "other", "DRIFTLOOP_BASE_TARGET": "other", "BASE_TARGET": "other",
-        "DRIFTLOOP_SEED": "1", "DRIFTLOOP_BASE_SEED": "1", "DRIFTLOOP_TUNE_N_TRIALS": "99", "DRIFTLOOP_N_TRIALS": "99",
+        "DRIFTLOOP_TARGET": "other",
+        "DRIFTLOOP_BASE_TARGET": "other",
+        "BASE_TARGET": "other",
+        "DRIFTLOOP_SEED": "1",
+        "DRIFTLOOP_BASE_SEED": "1",
+        "DRIFTLOOP_TUNE_N_TRIALS": "99",
+        "DRIFTLOOP_N_TRIALS": "99",
     }
     p = load_params(path, env=env)
     assert p.base.target == "y"

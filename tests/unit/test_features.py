@@ -34,7 +34,11 @@ def pre() -> Preprocessor:
 
 def test_fit_kinds_and_features(pre):
     assert pre.kinds == {
-        "amount": "numeric", "grade": "categorical", "flag": "boolean", "count": "numeric", "opened": "datetime",
+        "amount": "numeric",
+        "grade": "categorical",
+        "flag": "boolean",
+        "count": "numeric",
+        "opened": "datetime",
     }
     assert pre.categories["grade"] == ["A", "B", "C"]
     assert pre.input_columns == ["amount", "grade", "flag", "count", "opened"]

@@ -120,7 +120,9 @@ def test_regression_metrics():
     assert m["mae"] == pytest.approx(2 / 3)
     assert m["r2"] == pytest.approx(1 - 4 / 2)
     assert compute_metrics("regression", np.array([1.0, 2.0]), np.array([1.0, 2.0])) == {
-        "rmse": 0.0, "mae": 0.0, "r2": 1.0,
+        "rmse": 0.0,
+        "mae": 0.0,
+        "r2": 1.0,
     }
 
 
@@ -141,8 +143,13 @@ def make_params(**register) -> Params:
 
 def fit(params: Params, train_df: pd.DataFrame, valid_df: pd.DataFrame, task: str = "binary"):
     n_classes = train_df[params.base.target].nunique() if task == "multiclass" else 2
-    return train(train_df, valid_df, params, task, lgb_params(task, n_classes, params.tune, params.base.seed,
-                                                                dict(LGBM_DEFAULTS)))
+    return train(
+        train_df,
+        valid_df,
+        params,
+        task,
+        lgb_params(task, n_classes, params.tune, params.base.seed, dict(LGBM_DEFAULTS)),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +178,9 @@ def test_train_produces_a_model_that_beats_the_dummy(trained, splits):
     test = splits["test"]
     y = model.encoder.encode(test["default"])
     lgbm = compute_metrics("binary", y, model.predict_scores(test))
-    dummy = compute_metrics("binary", y, baseline_scores(trained.baselines["dummy"]["estimator"],
-                                                          model.features(test), "binary"))
+    dummy = compute_metrics(
+        "binary", y, baseline_scores(trained.baselines["dummy"]["estimator"], model.features(test), "binary")
+    )
     assert lgbm["roc_auc"] > dummy["roc_auc"] + 0.1
     assert lgbm["log_loss"] < dummy["log_loss"]
 
@@ -225,10 +233,15 @@ def test_string_target_with_positive_class(splits):
 
 
 def test_multiclass_model(splits):
-    params = Params.model_validate({"base": {"target": "grade", "seed": 3}, "tune": TUNE,
-                                    "train": {"baselines": ["dummy"]}})
-    labelled = {k: v.assign(grade=pd.cut(v["credit_score"], [0, 640, 720, 2000], labels=["C", "B", "A"]).astype(str))
-                .drop(columns=["credit_score"]) for k, v in splits.items()}
+    params = Params.model_validate(
+        {"base": {"target": "grade", "seed": 3}, "tune": TUNE, "train": {"baselines": ["dummy"]}}
+    )
+    labelled = {
+        k: v.assign(grade=pd.cut(v["credit_score"], [0, 640, 720, 2000], labels=["C", "B", "A"]).astype(str)).drop(
+            columns=["credit_score"]
+        )
+        for k, v in splits.items()
+    }
     result = fit(params, labelled["train"], labelled["valid"], task="multiclass")
     out = result.model.predict_frame(labelled["test"])
     assert list(out.columns) == ["prediction", "proba_A", "proba_B", "proba_C"]
@@ -237,8 +250,9 @@ def test_multiclass_model(splits):
 
 
 def test_regression_model(splits):
-    params = Params.model_validate({"base": {"target": "interest_rate", "seed": 3}, "tune": TUNE,
-                                    "train": {"baselines": ["dummy", "linear"]}})
+    params = Params.model_validate(
+        {"base": {"target": "interest_rate", "seed": 3}, "tune": TUNE, "train": {"baselines": ["dummy", "linear"]}}
+    )
     result = fit(params, splits["train"], splits["valid"], task="regression")
     out = result.model.predict_frame(splits["test"])
     assert list(out.columns) == ["prediction"]

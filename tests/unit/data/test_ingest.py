@@ -14,8 +14,15 @@ from driftloop.errors import DataError
 OLD_BYTES = b"previous output, must survive a failed ingest"
 
 
-def make_params(path, *, source: str = "csv", target: str = "y", task: str = "auto", min_rows: int = 10,
-                read_options: dict | None = None) -> Params:
+def make_params(
+    path,
+    *,
+    source: str = "csv",
+    target: str = "y",
+    task: str = "auto",
+    min_rows: int = 10,
+    read_options: dict | None = None,
+) -> Params:
     return Params.model_validate(
         {
             "base": {"target": target, "task": task},
