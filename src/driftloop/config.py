@@ -137,6 +137,7 @@ class TuneParams(_Section):
 class TrainParams(_Section):
     baselines: list[Literal["dummy", "logistic", "linear"]] = ["dummy", "logistic"]
     threshold_metric: Literal["f1", "youden"] = "f1"
+    baseline_max_rows: int = Field(500_000, ge=1_000)  # baselines are fitted on a seeded sample above this
 
 
 class EvaluateParams(_Section):

@@ -122,8 +122,15 @@ def train(
         model.threshold = choose_threshold(y_valid, valid_scores, params.train.threshold_metric)
     valid_metrics = {"lightgbm": compute_metrics(task, y_valid, valid_scores, model.threshold)}
     baselines = {}
+    # baselines are reference points: fit them on at most train.baseline_max_rows rows (seeded), which keeps a
+    # 10M-row training under the memory budget (one-hot logistic regression on all rows needs ~12 GiB)
+    Xb, yb = X_train, y_train
+    if len(X_train) > params.train.baseline_max_rows:
+        idx = np.random.default_rng(params.base.seed).choice(len(X_train), params.train.baseline_max_rows, replace=False)
+        idx.sort()
+        Xb, yb = X_train.iloc[idx], y_train[idx]
     for name, est in baseline_estimators(task, params.train.baselines, pre, params.base.seed).items():
-        est.fit(_for_sklearn(X_train), y_train)
+        est.fit(_for_sklearn(Xb), yb)
         scores = baseline_scores(est, X_valid, task)
         threshold = choose_threshold(y_valid, scores, params.train.threshold_metric) if task == "binary" else None
         baselines[name] = {"estimator": est, "threshold": threshold}
