@@ -53,8 +53,20 @@ def split_paths(split_dir: str | Path) -> dict[str, Path]:
     return {name: Path(split_dir) / f"{name}.parquet" for name in SPLITS}
 
 
-def read_splits(split_dir: str | Path) -> dict[str, pd.DataFrame]:
-    return {name: _read(p) for name, p in split_paths(split_dir).items()}
+def read_splits(split_dir: str | Path, names: tuple[str, ...] = SPLITS) -> dict[str, pd.DataFrame]:
+    """The split frames ``names`` (default all three): stages read only what they use."""
+    paths = split_paths(split_dir)
+    return {name: _read(paths[name]) for name in names}
+
+
+def count_rows(path: str | Path) -> int:
+    """Rows of a Parquet file from its footer, without reading the data."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found (run the stage that produces it first, e.g. `dvc repro`)")
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 # --------------------------------------------------------------------------- ingest / validate / split
@@ -135,8 +147,10 @@ def study_name(params: Params, train_path: Path) -> str:
     # rerun with a larger budget continues the same study
     budget = {"n_trials", "timeout_seconds", "storage", "study_name", "num_threads"}
     objective = {k: v for k, v in params.tune.model_dump(mode="json").items() if k not in budget}
-    key = json.dumps([params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"),
-                      objective], sort_keys=True)
+    key = json.dumps(
+        [params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"), objective],
+        sort_keys=True,
+    )
     return f"{params.base.experiment}-{md5_file(train_path)[:10]}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"
 
 
@@ -144,11 +158,13 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     from driftloop import tracking
     from driftloop.tune import tune
 
-    splits = {k: v for k, v in read_splits(split_dir).items() if k != "test"}
+    splits = read_splits(split_dir, ("train", "valid"))  # the test split is not tune's input (nor a dvc.yaml dep)
     task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
     client = tracking.connect(params)
     name = study_name(params, split_paths(split_dir)["train"])
-    tags = tracking.lineage_tags(params, {"train": split_paths(split_dir)["train"], "valid": split_paths(split_dir)["valid"]})
+    tags = tracking.lineage_tags(
+        params, {"train": split_paths(split_dir)["train"], "valid": split_paths(split_dir)["valid"]}
+    )
     parent = tracking.start_run(client, params, run_name="tune", tags={**tags, f"{tracking.TAG}stage": "tune"})
     run_id = parent.info.run_id
     callbacks = []
@@ -158,26 +174,63 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
         callbacks.append(progress)
     try:
         result = tune(
-            X_train, y_train, X_valid, y_valid, task, len(enc.classes), params, study_name=name,
-            warm_start=champion_params(client, params), callbacks=callbacks,
+            X_train,
+            y_train,
+            X_valid,
+            y_valid,
+            task,
+            len(enc.classes),
+            params,
+            study_name=name,
+            warm_start=champion_params(client, params),
+            callbacks=callbacks,
         )
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
     summary = {**result.to_dict(), "task": task, "mlflow_run_id": run_id}
     tracking.log_batch(
-        client, run_id,
-        params={**{f"best.{k}": v for k, v in result.best_params.items()}, "study": name, "metric": result.metric,
-                "n_trials": params.tune.n_trials, "storage": params.tune.storage.split("://")[0]},
-        metrics={"best_score": result.best_value, "best_iteration": result.best_iteration, "n_complete": result.n_complete,
-                 "n_pruned": result.n_pruned, "n_failed": result.n_failed, "seconds": result.seconds},
+        client,
+        run_id,
+        params={
+            **{f"best.{k}": v for k, v in result.best_params.items()},
+            "study": name,
+            "metric": result.metric,
+            "n_trials": params.tune.n_trials,
+            "storage": params.tune.storage.split("://")[0],
+        },
+        metrics={
+            "best_score": result.best_value,
+            "best_iteration": result.best_iteration,
+            "n_complete": result.n_complete,
+            "n_pruned": result.n_pruned,
+            "n_failed": result.n_failed,
+            "seconds": result.seconds,
+        },
     )
     _log_study_plots(client, run_id, result.study)
     client.set_terminated(run_id)
-    _write_json({"best_params": result.best_params, "lgb_params": result.lgb_params, "best_iteration": result.best_iteration,
-                 "metric": result.metric, "best_value": result.best_value, "task": task, "tune_run_id": run_id}, out)
-    _write_json({"best_value": result.best_value, "n_complete": result.n_complete, "n_pruned": result.n_pruned,
-                 "seconds": round(result.seconds, 2)}, report)
+    _write_json(
+        {
+            "best_params": result.best_params,
+            "lgb_params": result.lgb_params,
+            "best_iteration": result.best_iteration,
+            "metric": result.metric,
+            "best_value": result.best_value,
+            "task": task,
+            "tune_run_id": run_id,
+        },
+        out,
+    )
+    _write_json(
+        {
+            "best_value": result.best_value,
+            "n_complete": result.n_complete,
+            "n_pruned": result.n_pruned,
+            "seconds": round(result.seconds, 2),
+        },
+        report,
+    )
     return summary
 
 
@@ -185,7 +238,7 @@ def run_tune_worker(params: Params, split_dir: str) -> int:
     """Run trials of the shared (database-backed) study until it has ``tune.n_trials``; no outputs."""
     from driftloop.tune import tune
 
-    splits = {k: v for k, v in read_splits(split_dir).items() if k != "test"}
+    splits = read_splits(split_dir, ("train", "valid"))  # the test split is not tune's input (nor a dvc.yaml dep)
     task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
     name = study_name(params, split_paths(split_dir)["train"])
     result = tune(X_train, y_train, X_valid, y_valid, task, len(enc.classes), params, study_name=name)
@@ -215,13 +268,15 @@ def _log_study_plots(client, run_id: str, study) -> None:
 
 
 # --------------------------------------------------------------------------- train
-def run_train(params: Params, split_dir: str, tuned: str, validation: str, model_out: str, baselines_out: str,
-              run_out: str) -> dict:
+def run_train(
+    params: Params, split_dir: str, tuned: str, validation: str, model_out: str, baselines_out: str, run_out: str
+) -> dict:
     from driftloop import tracking
     from driftloop.data.validate import infer_task
     from driftloop.train import train
 
-    splits = read_splits(split_dir)
+    splits = read_splits(split_dir, ("train", "valid"))  # test: only its row count is logged (below)
+    n_test = count_rows(split_paths(split_dir)["test"])
     best = json.loads(Path(tuned).read_text())
     task = infer_task(splits["train"][params.base.target], params.base.task)
     result = train(splits["train"], splits["valid"], params, task, best["lgb_params"])
@@ -242,10 +297,19 @@ def run_train(params: Params, split_dir: str, tuned: str, validation: str, model
     run_id = run.info.run_id
     lgb_logged = {f"lgb.{k}": json.dumps(v) for k, v in best["lgb_params"].items()}
     tracking.log_batch(
-        client, run_id,
-        params={**lgb_logged, "algorithm": "lightgbm", "num_trees": result.model.booster.num_trees(),
-                "threshold": result.model.threshold, "target": params.base.target, "task": task,
-                "rows.train": len(splits["train"]), "rows.valid": len(splits["valid"]), "rows.test": len(splits["test"])},
+        client,
+        run_id,
+        params={
+            **lgb_logged,
+            "algorithm": "lightgbm",
+            "num_trees": result.model.booster.num_trees(),
+            "threshold": result.model.threshold,
+            "target": params.base.target,
+            "task": task,
+            "rows.train": len(splits["train"]),
+            "rows.valid": len(splits["valid"]),
+            "rows.test": n_test,
+        },
         metrics={f"valid_{k}": v for k, v in result.valid_metrics["lightgbm"].items()},
     )
     if report:
@@ -254,21 +318,38 @@ def run_train(params: Params, split_dir: str, tuned: str, validation: str, model
     client.log_dict(run_id, result.model.contract(), "contract.json")
     baseline_runs = {}
     for name in result.baselines:
-        child = tracking.start_run(client, params, run_name=name, parent_run_id=run_id,
-                                   tags={**tags, f"{tracking.TAG}algorithm": name})
-        tracking.log_batch(client, child.info.run_id, params={"algorithm": name},
-                           metrics={f"valid_{k}": v for k, v in result.valid_metrics[name].items()})
+        child = tracking.start_run(
+            client, params, run_name=name, parent_run_id=run_id, tags={**tags, f"{tracking.TAG}algorithm": name}
+        )
+        tracking.log_batch(
+            client,
+            child.info.run_id,
+            params={"algorithm": name},
+            metrics={f"valid_{k}": v for k, v in result.valid_metrics[name].items()},
+        )
         client.set_terminated(child.info.run_id)
         baseline_runs[name] = child.info.run_id
-    info = {"run_id": run_id, "experiment_id": run.info.experiment_id, "baseline_run_ids": baseline_runs,
-            "tune_run_id": best.get("tune_run_id"), "task": task}
+    info = {
+        "run_id": run_id,
+        "experiment_id": run.info.experiment_id,
+        "baseline_run_ids": baseline_runs,
+        "tune_run_id": best.get("tune_run_id"),
+        "task": task,
+    }
     _write_json(info, run_out)
     return {"valid": result.valid_metrics, **info}
 
 
 # --------------------------------------------------------------------------- evaluate
-def run_evaluate(params: Params, split_dir: str, model_path: str, baselines_path: str, run_info: str, metrics_out: str,
-                 plots_dir: str) -> dict:
+def run_evaluate(
+    params: Params,
+    split_dir: str,
+    model_path: str,
+    baselines_path: str,
+    run_info: str,
+    metrics_out: str,
+    plots_dir: str,
+) -> dict:
     from driftloop import tracking
     from driftloop.evaluate import evaluate
 
@@ -276,8 +357,16 @@ def run_evaluate(params: Params, split_dir: str, model_path: str, baselines_path
     baselines = load_pickle(baselines_path)
     test = _read(split_paths(split_dir)["test"])
     ep = params.evaluate
-    result = evaluate(model, baselines, test, plots_dir=Path(plots_dir), shap_rows=ep.shap_sample_rows,
-                      curve_points=ep.curve_points, calibration_bins=ep.calibration_bins, seed=params.base.seed)
+    result = evaluate(
+        model,
+        baselines,
+        test,
+        plots_dir=Path(plots_dir),
+        shap_rows=ep.shap_sample_rows,
+        curve_points=ep.curve_points,
+        calibration_bins=ep.calibration_bins,
+        seed=params.base.seed,
+    )
     _write_json(result, metrics_out)
     info = json.loads(Path(run_info).read_text())
     client = tracking.connect(params)
@@ -288,8 +377,9 @@ def run_evaluate(params: Params, split_dir: str, model_path: str, baselines_path
     for name, child in info.get("baseline_run_ids", {}).items():
         if name in result["baselines"]:
             tracking.log_batch(client, child, metrics={f"test_{k}": v for k, v in result["baselines"][name].items()})
-    table = pd.DataFrame([{"model": "lightgbm (tuned)", **result["test"]}]
-                         + [{"model": k, **v} for k, v in result["baselines"].items()])
+    table = pd.DataFrame(
+        [{"model": "lightgbm (tuned)", **result["test"]}] + [{"model": k, **v} for k, v in result["baselines"].items()]
+    )
     client.log_table(run_id, table, "algorithm_selection.json")
     client.set_terminated(run_id)
     return result
@@ -337,17 +427,32 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
         f"{tracking.TAG}test_metrics": json.dumps(test_metrics, default=str),
         f"{tracking.TAG}gate": json.dumps(decision.to_dict(), default=str),
     }
-    mv = client.create_model_version(name, model_info.model_uri, run_id=run_id, tags=tags, model_id=model_info.model_id) \
-        if _has_registered(client, name) else _create_and_register(client, name, model_info, run_id, tags)
+    mv = (
+        client.create_model_version(name, model_info.model_uri, run_id=run_id, tags=tags, model_id=model_info.model_id)
+        if _has_registered(client, name)
+        else _create_and_register(client, name, model_info, run_id, tags)
+    )
     previous = reg.current_version(client, name, decision.alias)
     record = reg.record_move(
-        client, params, alias=decision.alias, to_version=mv.version,
-        from_version=str(previous.version) if previous else None, action="gate", reason=decision.reason,
+        client,
+        params,
+        alias=decision.alias,
+        to_version=mv.version,
+        from_version=str(previous.version) if previous else None,
+        action="gate",
+        reason=decision.reason,
         evidence=decision.to_dict(),
     )
-    result = {"registered": True, "model": name, "version": str(mv.version), "alias": decision.alias,
-              "decision": decision.to_dict(), "run_id": run_id, "model_uri": f"models:/{name}/{mv.version}",
-              "record": record}
+    result = {
+        "registered": True,
+        "model": name,
+        "version": str(mv.version),
+        "alias": decision.alias,
+        "decision": decision.to_dict(),
+        "run_id": run_id,
+        "model_uri": f"models:/{name}/{mv.version}",
+        "record": record,
+    }
     _write_json(result, out)
     return result
 
@@ -363,13 +468,15 @@ def _has_registered(client, name: str) -> bool:
 
 
 def _create_and_register(client, name, model_info, run_id, tags):
+    import contextlib
+
     from mlflow.exceptions import MlflowException
 
-    try:
+    with contextlib.suppress(MlflowException):  # created concurrently
         client.create_registered_model(name, description="driftloop model: raw rows in, predictions out.")
-    except MlflowException:
-        pass
-    return client.create_model_version(name, model_info.model_uri, run_id=run_id, tags=tags, model_id=model_info.model_id)
+    return client.create_model_version(
+        name, model_info.model_uri, run_id=run_id, tags=tags, model_id=model_info.model_id
+    )
 
 
 def _ensure_run(client, params: Params, info: dict) -> str:
@@ -414,11 +521,10 @@ def _quiet():
     return _Ctx()
 
 
-
-
 # --------------------------------------------------------------------------- retraining
-def retrain_on(params: Params, batch_id: str, batch: pd.DataFrame, monitor_run_id: str | None = None,
-               project: str | Path = ".") -> dict:
+def retrain_on(
+    params: Params, batch_id: str, batch: pd.DataFrame, monitor_run_id: str | None = None, project: str | Path = "."
+) -> dict:
     """Add the labeled batch as a new DVC data version, reproduce the pipeline, link the audit trail."""
     from dvc.repo import Repo
 

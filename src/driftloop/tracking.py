@@ -32,10 +32,16 @@ def md5_file(path: str | Path, chunk: int = 1 << 22) -> str:
 def git_commit(cwd: str | Path = ".") -> tuple[str, bool]:
     """(commit, dirty); ("unknown", False) outside a git checkout."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout.strip()
         )
         return commit, dirty
@@ -86,8 +92,15 @@ def experiment_id(client, name: str, params: Params) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
-def start_run(client, params: Params, *, experiment: str | None = None, run_name: str, tags: dict[str, str] | None = None,
-              parent_run_id: str | None = None):
+def start_run(
+    client,
+    params: Params,
+    *,
+    experiment: str | None = None,
+    run_name: str,
+    tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+):
     exp_id = experiment_id(client, experiment or params.base.experiment, params)
     tags = dict(tags or {})
     tags.setdefault("mlflow.user", getpass.getuser())
@@ -98,8 +111,15 @@ def start_run(client, params: Params, *, experiment: str | None = None, run_name
     return client.create_run(exp_id, run_name=run_name, tags=tags)
 
 
-def log_batch(client, run_id: str, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-              tags: dict[str, str] | None = None, step: int = 0) -> None:
+def log_batch(
+    client,
+    run_id: str,
+    *,
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+    step: int = 0,
+) -> None:
     """One call for many values (one round trip on a tracking server)."""
     from mlflow.entities import Metric, Param, RunTag
 

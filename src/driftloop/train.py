@@ -126,7 +126,9 @@ def train(
     # 10M-row training under the memory budget (one-hot logistic regression on all rows needs ~12 GiB)
     Xb, yb = X_train, y_train
     if len(X_train) > params.train.baseline_max_rows:
-        idx = np.random.default_rng(params.base.seed).choice(len(X_train), params.train.baseline_max_rows, replace=False)
+        idx = np.random.default_rng(params.base.seed).choice(
+            len(X_train), params.train.baseline_max_rows, replace=False
+        )
         idx.sort()
         Xb, yb = X_train.iloc[idx], y_train[idx]
     for name, est in baseline_estimators(task, params.train.baselines, pre, params.base.seed).items():

@@ -129,7 +129,9 @@ class TuneResult:
         return {k: v for k, v in self.__dict__.items() if k != "study"}
 
 
-def make_datasets(X_train: pd.DataFrame, y_train: np.ndarray, X_valid: pd.DataFrame, y_valid: np.ndarray, tp: TuneParams):
+def make_datasets(
+    X_train: pd.DataFrame, y_train: np.ndarray, X_valid: pd.DataFrame, y_valid: np.ndarray, tp: TuneParams
+):
     import lightgbm as lgb
 
     ds_params = {"max_bin": tp.max_bin, "feature_pre_filter": False, "verbosity": -1}
@@ -197,7 +199,12 @@ def tune(
             )
             break
         except Exception as exc:
-            if "://" not in tp.storage or attempt == 4 or "IntegrityError" not in repr(exc) and "exists" not in str(exc):
+            if (
+                "://" not in tp.storage
+                or attempt == 4
+                or "IntegrityError" not in repr(exc)
+                and "exists" not in str(exc)
+            ):
                 raise
             time.sleep(0.5 + attempt)
     if tp.warm_start:
