@@ -5,9 +5,10 @@ Measured side by side in one run (the machine is noisy; read the ratios, not the
 1. **Pipeline**: ``dvc repro`` of the repo's ``dvc.yaml`` in a throw-away project (git + DVC,
    MLflow on a SQLite file in the project) on ``--rows`` simulated rows with ``--trials`` Optuna
    trials, every other setting from the repo's ``params.yaml``. Each ``driftloop <stage>``
-   command is timed by a two-line shell wrapper placed first on ``PATH`` (it records the start
-   and end of the real command; cost: two ``date`` calls per stage), so the per-stage breakdown
-   comes from the same run as the total; "dvc itself" is the total minus the stages.
+   command is timed (wall and CPU) by a one-line wrapper placed first on ``PATH`` that execs the
+   real command under ``/usr/bin/time`` (``date`` stamps, wall only, where GNU time is missing),
+   so the per-stage breakdown comes from the same run as the total; "dvc itself" is the total
+   minus the stages. Whole-run CPU times come from ``os.wait4`` (the process tree).
 2. **Bare script**: one Python process (this file with ``--bare-worker``) doing the same
    LightGBM work with no DVC, MLflow or CLI around it: the same simulated rows
    (``driftloop.data.simulate.simulate``, the ID column dropped as the validate stage drops it),
@@ -24,14 +25,19 @@ validates (pandera, leakage check), evaluates (curves, SHAP, plots) and register
 gate, pyfunc model, reference sample); the bare script does none of that, so the report also
 gives a like-for-like ratio (ingest + split + tune + train stages + dvc itself vs bare).
 
-``--profile`` adds start-up costs measured separately: ``driftloop --help``, ``import mlflow``,
-an MLflow client on the project's existing SQLite store, ``dvc --version`` and ``dvc status``.
+Besides the wall ratio it prints the CPU ratio and a ratio with the pipeline's trial fits replaced
+by the bare script's (the fits are identical, so a difference there is machine load: LightGBM's
+OpenMP threads collapse when another process holds a core; ``--num-threads 1`` makes the
+comparison far steadier on a shared machine). ``--repeat N`` alternates which leg goes first and
+reports medians. ``--profile`` adds start-up costs measured separately (``driftloop --help``,
+``import mlflow``, an MLflow client on the project's SQLite store, ``dvc --version``, ``dvc status``)
+and the import time of every stage command (re-run outside DVC with ``PYTHONPROFILEIMPORTTIME``).
 
 Usage::
 
     .venv/bin/python benchmarks/bench_pipeline.py                          # 100k rows, 30 trials
     .venv/bin/python benchmarks/bench_pipeline.py --rows 20000 --trials 8  # quick
-    .venv/bin/python benchmarks/bench_pipeline.py --profile --json out.json
+    .venv/bin/python benchmarks/bench_pipeline.py --num-threads 1 --profile --json out.json
 """
 
 from __future__ import annotations
