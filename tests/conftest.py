@@ -92,3 +92,36 @@ def pg_url() -> str:
 @pytest.fixture
 def unique_name() -> str:
     return f"t_{uuid.uuid4().hex[:10]}"
+
+
+# In-process stages with the paths dvc.yaml declares (for tests that need a model without `dvc repro`).
+def run_data_stages(p) -> dict:
+    """ingest → validate → split in the current directory; returns the validation report."""
+    from driftloop import pipeline
+
+    pipeline.run_ingest(p, "data/raw.parquet")
+    report = pipeline.run_validate(p, "data/raw.parquet", "data/validated.parquet", "reports/validation.json")
+    pipeline.run_split(p, "data/validated.parquet", "data/split")
+    return report
+
+
+def run_model_stages(p, tuned: str = "models/best_params.json") -> tuple[dict, dict]:
+    """train → evaluate → register from ``tuned``; returns (evaluation, registration)."""
+    from driftloop import pipeline
+
+    pipeline.run_train(
+        p, "data/split", tuned, "reports/validation.json", "models/model.pkl", "models/baselines.pkl", "models/run.json"
+    )
+    evaluation = pipeline.run_evaluate(
+        p,
+        "data/split",
+        "models/model.pkl",
+        "models/baselines.pkl",
+        "models/run.json",
+        "reports/metrics.json",
+        "reports/plots",
+    )
+    registration = pipeline.run_register(
+        p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json", "reports/register.json"
+    )
+    return evaluation, registration

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_params, write_params
+from conftest import run_data_stages, run_model_stages, small_params, write_params
 
 from driftloop import loop, pipeline, tracking
 from driftloop.config import load_params
@@ -31,31 +31,9 @@ def trained(tmp_path_factory):
         small_params(work, **{"tune.n_trials": 2, "simulate.n_rows": 5000, "monitor.reference_rows": 3000}),
     )
     p = load_params(work / "params.yaml")
-    pipeline.run_ingest(p, "data/raw.parquet")
-    pipeline.run_validate(p, "data/raw.parquet", "data/validated.parquet", "reports/validation.json")
-    pipeline.run_split(p, "data/validated.parquet", "data/split")
+    run_data_stages(p)
     pipeline.run_tune(p, "data/split", "models/best_params.json", "reports/tune.json")
-    pipeline.run_train(
-        p,
-        "data/split",
-        "models/best_params.json",
-        "reports/validation.json",
-        "models/model.pkl",
-        "models/baselines.pkl",
-        "models/run.json",
-    )
-    pipeline.run_evaluate(
-        p,
-        "data/split",
-        "models/model.pkl",
-        "models/baselines.pkl",
-        "models/run.json",
-        "reports/metrics.json",
-        "reports/plots",
-    )
-    pipeline.run_register(
-        p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json", "reports/register.json"
-    )
+    run_model_stages(p)
     client = tracking.connect(p)
     champion = loop.resolve_champion(client, p)
     yield p, client, champion

@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import BIN, small_params, write_params
+from conftest import BIN, run_data_stages, run_model_stages, small_params, write_params
 
 from driftloop import pipeline, tracking
 from driftloop import register as reg
@@ -35,9 +35,7 @@ def _params(workdir, **overrides):
 
 
 def _data(p):
-    pipeline.run_ingest(p, "data/raw.parquet")
-    pipeline.run_validate(p, "data/raw.parquet", "data/validated.parquet", "reports/validation.json")
-    pipeline.run_split(p, "data/validated.parquet", "data/split")
+    run_data_stages(p)
 
 
 def _train_and_register(p, **lgb_overrides) -> dict:
@@ -47,27 +45,7 @@ def _train_and_register(p, **lgb_overrides) -> dict:
     }
     with open("models_best.json", "w") as f:
         json.dump(tuned, f)
-    pipeline.run_train(
-        p,
-        "data/split",
-        "models_best.json",
-        "reports/validation.json",
-        "models/model.pkl",
-        "models/baselines.pkl",
-        "models/run.json",
-    )
-    pipeline.run_evaluate(
-        p,
-        "data/split",
-        "models/model.pkl",
-        "models/baselines.pkl",
-        "models/run.json",
-        "reports/metrics.json",
-        "reports/plots",
-    )
-    return pipeline.run_register(
-        p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json", "reports/register.json"
-    )
+    return run_model_stages(p, "models_best.json")[1]
 
 
 WEAK = {"num_leaves": 2, "learning_rate": 0.01, "feature_fraction": 0.4}

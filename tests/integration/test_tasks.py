@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_params, write_params
+from conftest import run_data_stages, run_model_stages, small_params, write_params
 
 from driftloop import pipeline
 from driftloop.config import load_params
@@ -58,33 +58,11 @@ def test_task_end_to_end_from_csv(tmp_path, monkeypatch, task, metric):
         ),
     )
     p = load_params(tmp_path / "params.yaml")
-    pipeline.run_ingest(p, "data/raw.parquet")
-    report = pipeline.run_validate(p, "data/raw.parquet", "data/validated.parquet", "reports/validation.json")
+    report = run_data_stages(p)
     assert report["task"] == task  # base.task: auto
-    pipeline.run_split(p, "data/validated.parquet", "data/split")
     pipeline.run_tune(p, "data/split", "models/best_params.json", "reports/tune.json")
-    pipeline.run_train(
-        p,
-        "data/split",
-        "models/best_params.json",
-        "reports/validation.json",
-        "models/model.pkl",
-        "models/baselines.pkl",
-        "models/run.json",
-    )
-    result = pipeline.run_evaluate(
-        p,
-        "data/split",
-        "models/model.pkl",
-        "models/baselines.pkl",
-        "models/run.json",
-        "reports/metrics.json",
-        "reports/plots",
-    )
+    result, reg = run_model_stages(p)
     assert result["test"][metric] > result["baselines"]["dummy"][metric] + 0.2
-    reg = pipeline.run_register(
-        p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json", "reports/register.json"
-    )
     assert reg["alias"] == "champion"
     model = mlflow.pyfunc.load_model("models:/driftloop@champion")
     pred = model.predict(pd.read_csv(tmp_path / "data.csv").head(20))  # raw rows of the original file
