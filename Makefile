@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)  ## create .venv with the pinned dependencies
 
-run: install       ## the training pipeline on the embedded defaults (dvc repro)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+run: install       ## the training pipeline on the embedded defaults (dvc repro, stages in one process)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/driftloop run
 
 test: install      ## the whole test suite (PostgreSQL tests skip with a reason when none is reachable)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest

@@ -1,0 +1,127 @@
+"""``driftloop run``: the DVC pipeline of ``dvc.yaml``, with its ``driftloop`` stages executed in this process.
+
+``dvc repro`` starts a new interpreter for every stage: seven times the imports (pandas, scikit-learn,
+LightGBM, MLflow with SQLAlchemy) and seven MLflow store start-ups — on small data that costs more
+than the model fits (see benchmarks/README.md). Here DVC still does everything it does for
+``dvc repro`` — reads the DAG, decides which stages changed, restores from the run-cache, checks
+and caches the outputs, writes ``dvc.lock`` stage by stage — through ``Repo.reproduce``; only the
+step that executes a stage's ``cmd`` is replaced: a ``driftloop <stage> ...`` command is parsed
+and invoked on the same Typer app in this interpreter (warm imports, one MLflow store). Any other
+command runs as a subprocess, exactly as DVC would run it.
+
+So ``driftloop run`` and ``dvc repro`` are interchangeable: the same stages run, with the same
+outputs and the same ``dvc.lock`` (a ``dvc repro`` after ``driftloop run`` has nothing to do, and
+vice versa). A failing stage stops the run with its error and leaves ``dvc.lock`` as it was for
+that stage and the ones after it; outputs are written atomically by the stages themselves.
+
+The hook is DVC's ``dvc.stage.run.cmd_run(stage, dry=False, run_env=None)``, the one function
+``run_stage`` calls to execute a command (DVC 3). It is swapped only for the duration of the
+run; if a DVC release renames it, ``in_process_available()`` is false and ``driftloop run``
+falls back to DVC's own subprocess execution (a test pins the hook against the installed DVC).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import os
+import shlex
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+PROGRAM = "driftloop"
+
+
+def in_process_available() -> bool:
+    """Whether the installed DVC has the command hook this module swaps (DVC 3's ``cmd_run``)."""
+    try:
+        from dvc.stage import run as dvc_run
+    except ImportError:
+        return False
+    fn = getattr(dvc_run, "cmd_run", None)
+    return callable(fn) and list(inspect.signature(fn).parameters)[:3] == ["stage", "dry", "run_env"]
+
+
+def driftloop_args(cmd: str) -> list[str] | None:
+    """The arguments of a ``driftloop ...`` command line (None for any other command)."""
+    try:
+        argv = shlex.split(cmd)
+    except ValueError:
+        return None
+    if not argv or Path(argv[0]).name != PROGRAM:
+        return None
+    if any(tok in ("|", "&&", "||", ";", ">", "<") for tok in argv):  # shell syntax: let the shell run it
+        return None
+    return argv[1:]
+
+
+def invoke(args: list[str], cwd: str | os.PathLike) -> int:
+    """Run ``driftloop <args>`` on the Typer app in this process (from ``cwd``); its exit code."""
+    import click
+
+    from driftloop.cli import app
+
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        rc = app(args=args, prog_name=PROGRAM, standalone_mode=False)
+    except click.exceptions.ClickException as exc:  # usage errors: what the command line would print
+        exc.show()
+        rc = exc.exit_code
+    except click.exceptions.Abort:
+        rc = 130
+    finally:
+        os.chdir(old)
+        _release_memory()
+    return int(rc or 0)
+
+
+def _release_memory() -> None:
+    """Give a finished stage's memory back before the next one (peak RSS stays that of the largest stage)."""
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+
+
+@contextlib.contextmanager
+def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
+    """While active, DVC executes ``driftloop`` stage commands in this process."""
+    from dvc.stage import run as dvc_run
+    from dvc.stage.exceptions import StageCmdFailedError
+
+    original = dvc_run.cmd_run
+
+    def cmd_run(stage, dry=False, run_env=None):
+        commands = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
+        parsed = [driftloop_args(c) for c in commands]
+        if dry or any(a is None for a in parsed):
+            return original(stage, dry=dry, run_env=run_env)
+        echo(f"Running stage '{stage.addressing}' (in process):")
+        for cmd, args in zip(commands, parsed, strict=True):
+            echo(f"> {cmd}")
+            rc = invoke(args, stage.wdir)
+            if rc != 0:
+                raise StageCmdFailedError(cmd, rc)
+        return None
+
+    dvc_run.cmd_run = cmd_run
+    try:
+        yield
+    finally:
+        dvc_run.cmd_run = original
+
+
+def reproduce(targets: list[str] | None = None, *, force: bool = False, in_process: bool = True, repo_root: str = "."):
+    """``dvc repro [targets] [--force]``; stage commands in this process unless ``in_process`` is false.
+
+    Returns the stages that ran. Raises ``dvc.exceptions.DvcException`` (``ReproductionError``) when a
+    stage fails, as ``Repo.reproduce`` does.
+    """
+    from dvc.repo import Repo
+
+    use_hook = in_process and in_process_available()
+    with Repo(repo_root) as repo, in_process_commands() if use_hook else contextlib.nullcontext():
+        return repo.reproduce(targets=targets or None, force=force)

@@ -1,0 +1,84 @@
+"""`driftloop run`: the DVC pipeline with its stage commands in one process, interchangeable with `dvc repro`."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import run, write_params
+
+from driftloop import runner
+
+pytestmark = pytest.mark.slow
+
+
+def _lock_outs(proj) -> dict[str, str]:
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())
+    return {o["path"]: o.get("md5") for st in lock["stages"].values() for o in st.get("outs", [])}
+
+
+def test_run_in_process_records_the_same_lock_as_dvc_repro(project):
+    first = run(["driftloop", "run", "split"], project)
+    assert first.stdout.count("(in process)") == 3  # ingest, validate, split: no stage process
+    assert "run: 3 stage(s) ran" in first.stdout
+    hashes = _lock_outs(project)
+    assert set(hashes) >= {"data/raw.parquet", "data/validated.parquet", "data/split/train.parquet"}
+
+    # dvc itself sees the lock driftloop wrote as up to date, and its own rerun gives the same data hashes
+    assert "up to date" in run(["dvc", "status", "split"], project).stdout
+    assert "Running stage" not in run(["dvc", "repro", "split"], project).stdout
+    run(["dvc", "repro", "--force", "split"], project)
+    assert _lock_outs(project) == hashes
+
+    # the rest of the DAG, then nothing to do either way
+    rest = run(["driftloop", "run"], project)
+    assert rest.stdout.count("(in process)") == 4
+    assert "version 1 -> @champion" in rest.stdout
+    assert "run: everything up to date" in run(["driftloop", "run"], project).stdout
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+
+def test_run_failing_stage_exits_nonzero_and_keeps_the_lock(project):
+    run(["driftloop", "run", "split"], project)
+    before = (project / "dvc.lock").read_bytes()
+    raw = (project / "data/raw.parquet").read_bytes()
+    bad = project / "empty.csv"
+    bad.write_text("")
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["ingest"].update(source="csv", path=str(bad))
+    write_params(project / "params.yaml", p)
+    res = run(["driftloop", "run"], project, check=False)
+    assert res.returncode == 1
+    out = res.stdout + res.stderr
+    assert str(bad) in out  # the stage's own message, naming the file
+    assert "failed to reproduce 'ingest'" in out
+    assert "Running stage 'validate'" not in out  # nothing after the failed stage ran
+    assert (project / "dvc.lock").read_bytes() == before
+    assert (project / "data/raw.parquet").read_bytes() == raw
+
+
+def test_run_subprocess_mode_uses_one_process_per_stage(project):
+    res = run(["driftloop", "run", "--subprocess", "ingest"], project)
+    assert "(in process)" not in res.stdout
+    assert "Running stage 'ingest'" in res.stdout
+    assert "up to date" in run(["dvc", "status", "ingest"], project).stdout
+
+
+def test_the_dvc_hook_exists_in_the_installed_dvc():
+    # if a DVC release renames dvc.stage.run.cmd_run, `driftloop run` falls back to subprocesses; this says so
+    assert runner.in_process_available()
+
+
+@pytest.mark.parametrize(
+    ("cmd", "args"),
+    [
+        ("driftloop ingest --out data/raw.parquet", ["ingest", "--out", "data/raw.parquet"]),
+        ("/opt/venv/bin/driftloop split --out-dir 'data/my split'", ["split", "--out-dir", "data/my split"]),
+        ("python train.py", None),
+        ("driftloop ingest --out a.parquet && touch done", None),
+        ("driftloop ingest > log.txt", None),
+        ("driftloop 'unbalanced", None),
+        ("", None),
+    ],
+)
+def test_driftloop_args(cmd, args):
+    assert runner.driftloop_args(cmd) == args
