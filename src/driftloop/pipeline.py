@@ -4,6 +4,7 @@ log to MLflow. ``dvc.yaml`` passes every path; nothing here hardcodes one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -167,9 +168,13 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     )
     parent = tracking.start_run(client, params, run_name="tune", tags={**tags, f"{tracking.TAG}stage": "tune"})
     run_id = parent.info.run_id
+    from driftloop.tune import BackgroundCallback
+
     callbacks = []
-    if log_trials:
-        callbacks.append(tracking.TrialLogger(client, parent.info.experiment_id, run_id, tags))
+    logger = None
+    if log_trials:  # each trial's nested run is written on a worker thread while the next trial fits
+        logger = BackgroundCallback(tracking.TrialLogger(client, parent.info.experiment_id, run_id, tags))
+        callbacks.append(logger)
     if progress is not None:
         callbacks.append(progress)
     try:
@@ -185,7 +190,12 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             warm_start=champion_params(client, params),
             callbacks=callbacks,
         )
+        if logger is not None:
+            logger.close()
     except BaseException:
+        if logger is not None:
+            with contextlib.suppress(BaseException):  # the study's own error is the one to report
+                logger.close()
         client.set_terminated(run_id, status="FAILED")
         raise
     summary = {**result.to_dict(), "task": task, "mlflow_run_id": run_id}

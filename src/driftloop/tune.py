@@ -35,6 +35,46 @@ METRIC_FOR_TASK = {"binary": "auc", "multiclass": "multi_logloss", "regression":
 HIGHER_BETTER = {"auc": True, "binary_logloss": False, "multi_logloss": False, "rmse": False, "l2": False, "l1": False}
 
 
+class BackgroundCallback:
+    """An Optuna callback run on a worker thread, trial after trial in order, so the next trial's fit
+    does not wait for it (MLflow logging: a few store transactions per trial). LightGBM releases the
+    GIL while it boosts, so the logging overlaps the fits. ``close()`` waits until every queued trial
+    is handled and re-raises the first error the callback raised.
+    """
+
+    _STOP = object()
+
+    def __init__(self, callback: Callable) -> None:
+        import queue
+        import threading
+
+        self.callback = callback
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="driftloop-trial-logger", daemon=True)
+        self._thread.start()
+
+    def __call__(self, study, trial) -> None:
+        if self.error is not None:  # fail the study early rather than log nothing silently
+            raise self.error
+        self._queue.put((study, trial))  # a FrozenTrial: an immutable snapshot, safe to hand over
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not self._STOP:
+            if self.error is None:
+                try:
+                    self.callback(*item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised by close()
+                    self.error = exc
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def search_space(trial) -> dict[str, Any]:
     return {
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
