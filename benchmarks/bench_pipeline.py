@@ -82,8 +82,16 @@ exit $rc
 
 
 # ------------------------------------------------------------------------------------------ bare
-def bare_worker(params_path: Path, out: Path) -> None:
-    """The bare script: same data, split, preprocessing, study, refit and baselines; no DVC/MLflow/CLI."""
+EXTRA_PHASES = ("validate", "evaluate", "gate")  # the "same work" bare script's phases beyond the fits
+
+
+def bare_worker(params_path: Path, out: Path, same_work: bool = False) -> None:
+    """The bare script: same data, split, preprocessing, study, refit and baselines; no DVC/MLflow/CLI.
+
+    With ``same_work`` it also validates, evaluates (metrics, curves, plots) and takes the gate
+    decision, as the stages do: what is left of the pipeline's extra time is then orchestration
+    (DVC, CLI, processes) and tracking (MLflow) alone.
+    """
     t0 = time.perf_counter()
     phases: dict[str, float] = {}
 
@@ -118,8 +126,14 @@ def bare_worker(params_path: Path, out: Path) -> None:
         drift=drift,
         chunk_rows=s.chunk_rows,
     )
-    df = df.drop(columns=[ID_COLUMN])  # what the validate stage drops (checked against reports/validation.json)
     lap("simulate")
+    if same_work:  # the validate stage's checks, without the CLI, DVC or MLflow
+        from driftloop.data.validate import validate
+
+        df, _ = validate(df, params, source="simulate")
+        lap("validate")
+    else:
+        df = df.drop(columns=[ID_COLUMN])  # what the validate stage drops (checked against reports/validation.json)
     task = infer_task(df[params.base.target], params.base.task)
     parts = split(df, params, task)
     lap("split")
@@ -131,6 +145,27 @@ def bare_worker(params_path: Path, out: Path) -> None:
     lap("tune")
     fitted = train(parts["train"], parts["valid"], params, task, result.lgb_params)
     lap("train")
+    if same_work:  # evaluate (metrics, curves, plots) and the gate decision, in memory and a scratch folder
+        import tempfile
+
+        from driftloop.evaluate import evaluate
+        from driftloop.register import decide
+
+        ep = params.evaluate
+        with tempfile.TemporaryDirectory() as plots:
+            evaluate(
+                fitted.model,
+                fitted.baselines,
+                parts["test"],
+                plots_dir=Path(plots),
+                shap_rows=ep.shap_sample_rows,
+                curve_points=ep.curve_points,
+                calibration_bins=ep.calibration_bins,
+                seed=params.base.seed,
+            )
+        lap("evaluate")
+        decide(fitted.model, None, None, parts["test"], params)
+        lap("gate")
     trials = [
         {
             "number": t.number,
@@ -160,11 +195,11 @@ def bare_worker(params_path: Path, out: Path) -> None:
     )
 
 
-def run_bare(params_path: Path, work: Path) -> dict:
-    out = work / "bare.json"
-    usage = C.run_usage(
-        [sys.executable, __file__, "--bare-worker", str(params_path), "--out", str(out)], work, log=work / "bare.log"
-    )
+def run_bare(params_path: Path, work: Path, same_work: bool = False) -> dict:
+    name = "bare-same-work" if same_work else "bare"
+    out = work / f"{name}.json"
+    cmd = [sys.executable, __file__, "--bare-worker", str(params_path), "--out", str(out)]
+    usage = C.run_usage(cmd + (["--same-work"] if same_work else []), work, log=work / f"{name}.log")
     res = json.loads(out.read_text())
     res.update(seconds=usage["seconds"], cpu_s=usage["cpu_s"])
     return res
@@ -388,6 +423,21 @@ def profile_stages(proj: Path, work: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ main
+LEGS = ("bare", "same", "run", "repro")
+LEG_NAMES = {
+    "bare": "bare script (the fits)",
+    "same": "bare script (same work)",
+    "run": "driftloop run",
+    "repro": "dvc repro",
+}
+_RUN_STAGE = re.compile(r"^Stage '(\w+)' done in ([\d.]+) s", re.M)
+
+
+def run_stage_times(log: Path) -> dict[str, dict[str, float]]:
+    """{stage: {"seconds": wall}} from ``driftloop run``'s own per-stage lines."""
+    return {m.group(1): {"seconds": float(m.group(2))} for m in _RUN_STAGE.finditer(log.read_text())}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000, help="simulate.n_rows (default 100,000)")
@@ -396,25 +446,35 @@ def main(argv: list[str] | None = None) -> dict:
         "--num-threads",
         type=int,
         default=None,
-        help="override tune.num_threads in both legs (default: params.yaml, 0 = all cores);\n"
+        help="override tune.num_threads in every leg (default: params.yaml, 0 = all cores);\n"
         "1 makes the comparison far less sensitive to other processes on the machine",
+    )
+    ap.add_argument(
+        "--legs",
+        default=",".join(LEGS),
+        help="comma-separated legs (default all): bare = the LightGBM fits alone; same = the bare script doing\n"
+        "the same work as the stages (validate, evaluate, gate too); run = `driftloop run`; repro = `dvc repro`",
     )
     ap.add_argument(
         "--repeat",
         type=int,
         default=1,
-        help="pairs (bare, pipeline in a fresh project) to run, alternating which goes first;\nmedians are reported",
+        help="rounds of all legs (fresh projects), rotating their order; medians are reported",
     )
-    ap.add_argument("--skip-noop", action="store_true", help="skip the second (no-op) dvc repro")
+    ap.add_argument("--skip-noop", action="store_true", help="skip the second (no-op) runs")
     ap.add_argument("--profile", action="store_true", help="also measure start-up costs (imports, MLflow, DVC)")
     ap.add_argument("--keep", action="store_true", help="keep the throw-away project(s) and print where")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     ap.add_argument("--bare-worker", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--same-work", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.bare_worker:
-        bare_worker(args.bare_worker, args.out)
+        bare_worker(args.bare_worker, args.out, same_work=args.same_work)
         return {}
+    legs = [leg for leg in LEGS if leg in args.legs.split(",")]
+    if "bare" not in legs:
+        ap.error("--legs must include bare (the ratios' denominator)")
 
     overrides = {"simulate.n_rows": args.rows, "tune.n_trials": args.trials}
     if args.num_threads is not None:
@@ -423,67 +483,77 @@ def main(argv: list[str] | None = None) -> dict:
     tp = C.effective_params(overrides).tune
     print(
         f"# bench_pipeline: {args.rows:,} rows, {args.trials} trials, tune.num_threads={tp.num_threads}, "
-        f"max_rounds={tp.max_rounds}, pruning={tp.pruning}"
+        f"max_rounds={tp.max_rounds}, pruning={tp.pruning}; legs: {', '.join(LEG_NAMES[x] for x in legs)}"
     )
     print(f"# {C.machine_line(m)}", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
     wrapper_text = TIMING_WRAPPER_TIME if Path("/usr/bin/time").exists() else TIMING_WRAPPER_DATE
-    pairs = []
+    rounds = []
     for i in range(args.repeat):
-        work = tmp / f"pair{i}"
+        work = tmp / f"round{i}"
         work.mkdir()
-        proj = C.make_project(work / "proj", overrides)
-        wrapper_dir = work / "timing-bin"
-        wrapper_dir.mkdir()
-        log = work / "stages.log"
-        wrapper = wrapper_dir / "driftloop"
-        wrapper.write_text(wrapper_text.format(real=C.BIN / "driftloop", log=log))
-        wrapper.chmod(0o755)
-        environ = C.env(path_first=[wrapper_dir])
-
-        pair: dict = {}
-        for leg in ("bare", "pipeline") if i % 2 == 0 else ("pipeline", "bare"):
-            print(f"[{i + 1}/{args.repeat}] {'bare script' if leg == 'bare' else 'dvc repro'} ...", end=" ", flush=True)
-            load = C.loadavg()
-            if leg == "bare":
-                pair["bare"] = run_bare(proj / "params.yaml", work)
-                pair["load_bare"] = load
-                print(f"{pair['bare']['seconds']:.1f}s", flush=True)
+        order = legs[i % len(legs) :] + legs[: i % len(legs)]
+        rnd: dict = {"load": {}, "stages": {}}
+        for leg in order:
+            print(f"[{i + 1}/{args.repeat}] {LEG_NAMES[leg]} ...", end=" ", flush=True)
+            rnd["load"][leg] = C.loadavg()
+            if leg in ("bare", "same"):
+                params_path = work / "params.yaml"
+                C.write_params(params_path, C.derived_params(overrides))
+                rnd[leg] = run_bare(params_path, work, same_work=leg == "same")
             else:
-                pair["pipeline"] = C.run_usage(["dvc", "repro"], proj, environ=environ, log=work / "repro.log")
-                pair["stages"] = stage_times(log)
-                pair["load_pipeline"] = load
-                print(f"{pair['pipeline']['seconds']:.1f}s", flush=True)
+                proj = C.make_project(work / leg, overrides)
+                log = work / f"{leg}.log"
+                if leg == "run":
+                    rnd[leg] = C.run_usage([str(C.BIN / "driftloop"), "run"], proj, log=log)
+                    rnd["stages"][leg] = run_stage_times(log)
+                else:
+                    wrapper_dir = work / "timing-bin"
+                    wrapper_dir.mkdir(exist_ok=True)
+                    stage_log = work / "stages.log"
+                    wrapper = wrapper_dir / "driftloop"
+                    wrapper.write_text(wrapper_text.format(real=C.BIN / "driftloop", log=stage_log))
+                    wrapper.chmod(0o755)
+                    rnd[leg] = C.run_usage(["dvc", "repro"], proj, environ=C.env(path_first=[wrapper_dir]), log=log)
+                    rnd["stages"][leg] = stage_times(stage_log)
+                rnd[leg]["dvc_itself"] = rnd[leg]["seconds"] - sum(t["seconds"] for t in rnd["stages"][leg].values())
+                tune_report = json.loads((proj / "reports/tune.json").read_text())
+                ptrials = pipeline_trials(proj)
+                rnd[leg].update(
+                    best_value=tune_report["best_value"],
+                    n_pruned=tune_report["n_pruned"],
+                    trial_seconds=sum(t["seconds"] or 0 for t in ptrials),
+                    dropped_columns=json.loads((proj / "reports/validation.json").read_text())["dropped_columns"],
+                    ptrials=ptrials,
+                    proj=proj,
+                )
+            print(f"{rnd[leg]['seconds']:.1f}s", flush=True)
+        for leg in ("run", "repro"):
+            if leg in rnd:
+                rnd[leg]["trials"] = compare_trials(rnd[leg].pop("ptrials"), rnd["bare"]["trials"])
+        rnd["bare_trial_seconds"] = sum(t["seconds"] or 0 for t in rnd["bare"]["trials"])
         if not args.skip_noop:
-            log.rename(work / "stages.first.log")
-            pair["noop"] = C.run_usage(["dvc", "repro"], proj, environ=environ, log=work / "noop.log")
-            ran = stage_times(log)
-            if ran:
-                print(f"warning: the second dvc repro ran {sorted(ran)}", file=sys.stderr)
-            print(f"[{i + 1}/{args.repeat}] no-op dvc repro ... {pair['noop']['seconds']:.2f}s", flush=True)
-        pair["dvc_itself"] = pair["pipeline"]["seconds"] - sum(t["seconds"] for t in pair["stages"].values())
-        validation = json.loads((proj / "reports/validation.json").read_text())
-        tune_report = json.loads((proj / "reports/tune.json").read_text())
-        ptrials = pipeline_trials(proj)
-        pair.update(
-            pipeline_best_value=tune_report["best_value"],
-            pipeline_n_pruned=tune_report["n_pruned"],
-            pipeline_trial_seconds=sum(t["seconds"] or 0 for t in ptrials),
-            bare_trial_seconds=sum(t["seconds"] or 0 for t in pair["bare"]["trials"]),
-            dropped_columns=validation["dropped_columns"],
-            trials=compare_trials(ptrials, pair["bare"]["trials"]),
-        )
-        if args.profile and i == 0:
+            for leg, cmd in (("run", ["dvc", "repro"]), ("run", [str(C.BIN / "driftloop"), "run"])):
+                if leg in rnd:
+                    name = "noop " + Path(cmd[0]).name + (" run" if cmd[0].endswith("driftloop") else " repro")
+                    rnd[name] = C.run_usage(cmd, rnd[leg]["proj"], log=work / "noop.log")["seconds"]
+                    if "Running stage" in (work / "noop.log").read_text():
+                        print(f"warning: `{name[5:]}` after driftloop run ran a stage", file=sys.stderr)
+                    print(f"[{i + 1}/{args.repeat}] {name[5:]} with nothing changed ... {rnd[name]:.2f}s", flush=True)
+        if args.profile and i == 0 and "repro" in rnd:
             print("profiling start-up costs ...", flush=True)
-            pair["startup"] = profile_startup(proj, environ)
+            rnd["startup"] = profile_startup(rnd["repro"]["proj"], C.env())
             print("profiling imports per stage ...", flush=True)
-            pair["stage_imports"] = profile_stages(proj, work)
-        pairs.append(pair)
+            rnd["stage_imports"] = profile_stages(rnd["repro"]["proj"], work)
+        for leg in ("run", "repro"):
+            if leg in rnd:
+                rnd[leg]["proj"] = str(rnd[leg]["proj"])
+        rounds.append(rnd)
         if args.keep:
-            print(f"      project kept in {proj}")
+            print(f"      projects kept in {work}")
 
-    result = report(pairs, args, m)
+    result = report(rounds, legs, args, m)
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     C.write_json(args.json, result)
@@ -494,102 +564,111 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def report(pairs: list[dict], args, m: dict) -> dict:
+def report(rounds: list[dict], legs: list[str], args, m: dict) -> dict:
     med = statistics.median
-    pipe = med(p["pipeline"]["seconds"] for p in pairs)
-    bare = med(p["bare"]["seconds"] for p in pairs)
-    ratio = med(p["pipeline"]["seconds"] / p["bare"]["seconds"] for p in pairs)
-    cpu_ratio = med(p["pipeline"]["cpu_s"] / p["bare"]["cpu_s"] for p in pairs)
-    # the 30 trial fits are the same in both legs: put the pipeline's at the bare script's speed
-    norm_ratio = med(
-        (p["pipeline"]["seconds"] - p["pipeline_trial_seconds"] + p["bare_trial_seconds"]) / p["bare"]["seconds"]
-        for p in pairs
-    )
-    stage = {s: med(p["stages"].get(s, {}).get("seconds", 0.0) for p in pairs) for s in STAGES}
-    stage_cpu = {s: med(p["stages"].get(s, {}).get("cpu_s", 0.0) for p in pairs) for s in STAGES}
-    dvc_itself = med(p["dvc_itself"] for p in pairs)
-    phases = {k: med(p["bare"]["phases"][k] for p in pairs) for k in pairs[0]["bare"]["phases"]}
-    bare_start = med(
-        p["bare"]["seconds"] - sum(p["bare"]["phases"].values()) + p["bare"]["phases"]["imports"] for p in pairs
-    )
-    like_stages = [s for s, eq in BARE_EQUIVALENT.items() if eq]
-    like_for_like = med(
-        (sum(p["stages"].get(s, {}).get("seconds", 0.0) for s in like_stages) + p["dvc_itself"]) / p["bare"]["seconds"]
-        for p in pairs
-    )
-    noops = [p["noop"]["seconds"] for p in pairs if "noop" in p]
-    noop = med(noops) if noops else None
+    n = len(rounds)
 
-    n = len(pairs)
+    def fits_only(r: dict) -> float:  # the bare script's wall time without its extra phases
+        return r["bare"]["seconds"]
+
+    def same(r: dict) -> float:
+        return r["same"]["seconds"]
+
+    wall = {leg: med(r[leg]["seconds"] for r in rounds) for leg in legs}
+    cpu = {leg: med(r[leg]["cpu_s"] for r in rounds) for leg in legs}
     print(
-        f"\n== Pipeline vs bare script ({args.rows:,} rows, {args.trials} trials"
-        f"{'' if n == 1 else f', median of {n} pairs'})"
+        f"\n== Training pipeline vs bare script ({args.rows:,} rows, {args.trials} trials"
+        f"{'' if n == 1 else f', median of {n} rounds'})"
     )
-    print(f"  {'':<30}{'wall':>10}{'cpu':>10}")
-    print(f"  {'pipeline (dvc repro)':<30}{pipe:9.1f}s{med(p['pipeline']['cpu_s'] for p in pairs):9.1f}s")
-    print(f"  {'bare script':<30}{bare:9.1f}s{med(p['bare']['cpu_s'] for p in pairs):9.1f}s")
-    ok = ratio <= 1.10
-    print(f"  ratio pipeline / bare (wall)   {ratio:6.2f}   target <= 1.10: {_verdict(ok)}")
-    print(f"  ratio pipeline / bare (cpu)    {cpu_ratio:6.2f}")
-    print(
-        f"  ratio, trial fits normalised   {norm_ratio:6.2f}   (pipeline wall - its trial time + the bare's trial time)"
-    )
-    print(
-        f"  like-for-like ratio (wall)     {like_for_like:6.2f}   (ingest+split+tune+train stages + dvc itself) / bare"
-    )
-    print("\n  per stage: each `driftloop <stage>` command inside dvc repro")
-    print(f"  {'stage':<12}{'wall':>9}{'cpu':>9}{'bare':>9}{'overhead':>10}  bare phases")
-    for s in STAGES:
-        eq = BARE_EQUIVALENT[s]
-        b = sum(phases[k] for k in eq) if eq else None
-        extra = f"{stage[s] - b:9.1f}s" if b is not None else "    extra"
+    print(f"  {'':<32}{'wall':>9}{'cpu':>9}{'/ fits':>9}{'/ same work':>13}")
+    ratios: dict[str, dict[str, float]] = {}
+    for leg in legs:
+        ratios[leg] = {"fits": med(r[leg]["seconds"] / fits_only(r) for r in rounds)}
+        if "same" in legs:
+            ratios[leg]["same"] = med(r[leg]["seconds"] / same(r) for r in rounds)
+        same_txt = f"{ratios[leg]['same']:12.2f}x" if "same" in legs else ""
+        print(f"  {LEG_NAMES[leg]:<32}{wall[leg]:8.1f}s{cpu[leg]:8.1f}s{ratios[leg]['fits']:8.2f}x{same_txt}")
+    print("  target: pipeline <= 1.10 x bare")
+    for leg in ("run", "repro"):
+        if leg in legs:
+            print(
+                f"    {LEG_NAMES[leg]:<16} / the fits: {ratios[leg]['fits']:.2f}x "
+                f"{_verdict(ratios[leg]['fits'] <= 1.10)}"
+                + (
+                    f"; / the same work: {ratios[leg]['same']:.2f}x {_verdict(ratios[leg]['same'] <= 1.10)}"
+                    if "same" in legs
+                    else ""
+                )
+            )
+    if "same" in legs:
+        phases = {k: med(r["same"]["phases"].get(k, 0.0) for r in rounds) for k in EXTRA_PHASES}
         print(
-            f"  {s:<12}{stage[s]:8.1f}s{stage_cpu[s]:8.1f}s{(f'{b:8.1f}s' if b is not None else '        -'):>9}"
-            f"{extra:>10}  " + ("+".join(eq) if eq else "(not in the bare script)")
+            "  the same-work script's extra phases: "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())
+            + " (what validate/evaluate/register compute besides tracking)"
         )
-    print(f"  {'dvc itself':<12}{dvc_itself:8.1f}s{'':>9}{'':>9}{dvc_itself:9.1f}s  total - sum of stages")
-    print(
-        f"  {'bare start':<12}{'':>9}{'':>9}{bare_start:8.1f}s{'':>10}  interpreter + imports, paid once "
-        "(each stage command pays its own)"
-    )
-    for p in pairs:
-        t = p["trials"]
-        tune_s = p["stages"].get("tune", {}).get("seconds", 0.0)
+
+    bare_phases = {k: med(r["bare"]["phases"][k] for r in rounds) for k in rounds[0]["bare"]["phases"]}
+    stage_legs = [leg for leg in ("run", "repro") if leg in legs]
+    if stage_legs:
         print(
-            f"\n  trial fits (sum of trial durations): pipeline {p['pipeline_trial_seconds']:.1f}s, "
-            f"bare {p['bare_trial_seconds']:.1f}s (same fits: a difference is machine load)"
+            "\n  per stage (wall): `driftloop run` times its stages itself; "
+            "under dvc repro a wrapper times each command"
         )
+        print(f"  {'stage':<12}" + "".join(f"{LEG_NAMES[x]:>16}" for x in stage_legs) + f"{'bare':>10}  bare phases")
+        for st in STAGES:
+            eq = BARE_EQUIVALENT[st]
+            b = sum(bare_phases.get(k, 0.0) for k in eq) if eq else None
+            cells = "".join(
+                f"{med(r['stages'][x].get(st, {}).get('seconds', 0.0) for r in rounds):15.1f}s" for x in stage_legs
+            )
+            print(
+                f"  {st:<12}{cells}{(f'{b:9.1f}s' if b is not None else '         -')}  "
+                + ("+".join(eq) if eq else "-")
+            )
+        cells = "".join(f"{med(r[x]['dvc_itself'] for r in rounds):15.1f}s" for x in stage_legs)
+        print(f"  {'dvc+start':<12}{cells}{bare_phases['imports']:9.1f}s  total - sum of stages (bare: imports)")
+    for r in rounds:
+        for leg in stage_legs:
+            t = r[leg]["trials"]
+            tune_s = r["stages"][leg].get("tune", {}).get("seconds", 0.0)
+            print(
+                f"\n  {LEG_NAMES[leg]}: trial fits {r[leg]['trial_seconds']:.1f}s "
+                f"(bare {r['bare_trial_seconds']:.1f}s);"
+                f" tune outside the trials {tune_s - r[leg]['trial_seconds']:.1f}s;"
+                f" same trial sequence as the bare script: {'yes' if t['identical'] else 'NO'} "
+                f"({t['same_params']}/{t['n_pipeline']}); "
+                f"best {r[leg]['best_value']:.6f} vs {r['bare']['best_value']:.6f};"
+                f" pruned {r[leg]['n_pruned']} / {r['bare']['n_pruned']}"
+            )
+            if r[leg]["dropped_columns"] != ["application_id"]:
+                print(
+                    f"  warning: the validate stage dropped {r[leg]['dropped_columns']}, "
+                    "the bare script only application_id"
+                )
+        print(f"  load average at the start of each leg: {r['load']}")
+    noops = {}
+    for name in ("noop dvc repro", "noop driftloop run"):
+        vals = [r[name] for r in rounds if name in r]
+        if vals:
+            noops[name] = med(vals)
+    if noops:
         print(
-            f"  tune outside the trials: pipeline {tune_s - p['pipeline_trial_seconds']:.1f}s, "
-            f"bare {p['bare']['phases']['tune'] + p['bare']['phases']['prepare'] - p['bare_trial_seconds']:.1f}s"
+            "\n== Nothing changed (after driftloop run): " + ", ".join(f"{k[5:]} {v:.2f} s" for k, v in noops.items())
         )
-        print(
-            f"  same trial sequence: {'yes' if t['identical'] else 'NO'} "
-            f"(params {t['same_params']}/{t['n_pipeline']}, states {t['same_state']}, scores {t['same_value']}"
-            + (f", first difference at trial {t['first_difference']}" if t["first_difference"] is not None else "")
-            + f"); best score pipeline {p['pipeline_best_value']:.6f}, bare {p['bare']['best_value']:.6f}; "
-            f"pruned {p['pipeline_n_pruned']} / {p['bare']['n_pruned']}"
-        )
-        if p["dropped_columns"] != ["application_id"]:
-            print(f"  warning: the validate stage dropped {p['dropped_columns']}, the bare script only application_id")
-        print(f"  load average at the start: bare {p['load_bare']}, pipeline {p['load_pipeline']}")
-    if noop is not None:
-        print(f"\n== No-op dvc repro: {noop:.2f} s   target <= 3 s: {_verdict(noop <= 3)}")
-    p0 = pairs[0]
-    if "startup" in p0:
+        print(f"   target <= 3 s: {_verdict(all(v <= 3 for v in noops.values()))}")
+    r0 = rounds[0]
+    if "startup" in r0:
         print("\n== Start-up costs (best of 3)")
-        for k, v in p0["startup"].items():
+        for k, v in r0["startup"].items():
             print(f"  {k:<58}{v:6.2f} s")
-    if "stage_imports" in p0:
+    if "stage_imports" in r0:
         print("\n== Imports per stage command (rerun outside DVC with PYTHONPROFILEIMPORTTIME; tune with 2 trials)")
         print(f"  {'stage':<18}{'wall':>8}{'imports':>9}  largest imports")
-        for k, v in p0["stage_imports"].items():
-            top = ", ".join(f"{n} {t:.1f}" for n, t in v["top_imports"])
+        for k, v in r0["stage_imports"].items():
+            top = ", ".join(f"{nm} {t:.1f}" for nm, t in v["top_imports"])
             print(f"  {k:<18}{v['seconds']:7.1f}s{v['import_seconds']:8.1f}s  {top}")
-        total = sum(v["import_seconds"] for v in p0["stage_imports"].values())
-        print(
-            f"  {'all stages':<18}{'':>8}{total:8.1f}s  (the bare script imports once: {bare_start:.1f}s with start-up)"
-        )
+        print(f"  {'all stages':<18}{'':>8}{sum(v['import_seconds'] for v in r0['stage_imports'].values()):8.1f}s")
     return {
         "benchmark": "pipeline",
         "machine": m,
@@ -597,25 +676,18 @@ def report(pairs: list[dict], args, m: dict) -> dict:
         "trials": args.trials,
         "repeat": n,
         "num_threads": args.num_threads,
-        "pipeline_seconds": pipe,
-        "bare_seconds": bare,
-        "ratio": ratio,
+        "legs": legs,
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "ratios": ratios,
         "ratio_target": 1.10,
-        "ratio_met": ok,
-        "cpu_ratio": cpu_ratio,
-        "ratio_trials_normalised": norm_ratio,
-        "like_for_like_ratio": like_for_like,
-        "stages": stage,
-        "stages_cpu": stage_cpu,
-        "dvc_itself": dvc_itself,
-        "bare_phases": phases,
-        "noop_seconds": noop,
+        "noop_seconds": noops,
         "noop_target": 3.0,
-        "noop_met": None if noop is None else noop <= 3.0,
-        "pairs": [
-            {k: v for k, v in p.items() if k != "bare"}
-            | {"bare": {k: v for k, v in p["bare"].items() if k != "trials"}}
-            for p in pairs
+        "bare_phases": bare_phases,
+        "rounds": [
+            {k: v for k, v in r.items() if k not in ("bare", "same")}
+            | {x: {k: v for k, v in r[x].items() if k != "trials"} for x in ("bare", "same") if x in r}
+            for r in rounds
         ],
     }
 

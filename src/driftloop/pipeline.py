@@ -156,24 +156,32 @@ def study_name(params: Params, train_path: Path) -> str:
 
 
 def run_tune(params: Params, split_dir: str, out: str, report: str, progress=None, log_trials: bool = True) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
     from driftloop import tracking
-    from driftloop.tune import tune
+    from driftloop.tune import BackgroundCallback, tune
 
     splits = read_splits(split_dir, ("train", "valid"))  # the test split is not tune's input (nor a dvc.yaml dep)
     task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
-    client = tracking.connect(params)
     name = study_name(params, split_paths(split_dir)["train"])
-    tags = tracking.lineage_tags(
-        params, {"train": split_paths(split_dir)["train"], "valid": split_paths(split_dir)["valid"]}
-    )
-    parent = tracking.start_run(client, params, run_name="tune", tags={**tags, f"{tracking.TAG}stage": "tune"})
-    run_id = parent.info.run_id
-    from driftloop.tune import BackgroundCallback
+    paths = split_paths(split_dir)
 
+    def setup():
+        """MLflow's side (import, store start-up, the parent run, the champion's parameters), on a worker
+        thread while the first trial fits: LightGBM releases the GIL while it boosts."""
+        client = tracking.connect(params)
+        tags = tracking.lineage_tags(params, {"train": paths["train"], "valid": paths["valid"]})
+        parent = tracking.start_run(client, params, run_name="tune", tags={**tags, f"{tracking.TAG}stage": "tune"})
+        trial_logger = tracking.TrialLogger(client, parent.info.experiment_id, parent.info.run_id, tags)
+        return client, parent.info.run_id, trial_logger, champion_params(client, params)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-mlflow")
+    mlflow_side = pool.submit(setup)
+    pool.shutdown(wait=False)
     callbacks = []
     logger = None
     if log_trials:  # each trial's nested run is written on a worker thread while the next trial fits
-        logger = BackgroundCallback(tracking.TrialLogger(client, parent.info.experiment_id, run_id, tags))
+        logger = BackgroundCallback(lambda study, trial: mlflow_side.result()[2](study, trial))
         callbacks.append(logger)
     if progress is not None:
         callbacks.append(progress)
@@ -187,16 +195,19 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             len(enc.classes),
             params,
             study_name=name,
-            warm_start=champion_params(client, params),
+            warm_start=lambda: mlflow_side.result()[3],  # enqueued after the first trial: still trial 1
             callbacks=callbacks,
         )
         if logger is not None:
             logger.close()
+        client, run_id, _, _ = mlflow_side.result()
     except BaseException:
         if logger is not None:
             with contextlib.suppress(BaseException):  # the study's own error is the one to report
                 logger.close()
-        client.set_terminated(run_id, status="FAILED")
+        if mlflow_side.exception() is None:
+            client, run_id, _, _ = mlflow_side.result()
+            client.set_terminated(run_id, status="FAILED")
         raise
     summary = {**result.to_dict(), "task": task, "mlflow_run_id": run_id}
     tracking.log_batch(

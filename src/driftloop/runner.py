@@ -27,6 +27,7 @@ import gc
 import inspect
 import os
 import shlex
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -100,11 +101,13 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
         if dry or any(a is None for a in parsed):
             return original(stage, dry=dry, run_env=run_env)
         echo(f"Running stage '{stage.addressing}' (in process):")
+        t0 = time.perf_counter()
         for cmd, args in zip(commands, parsed, strict=True):
             echo(f"> {cmd}")
             rc = invoke(args, stage.wdir)
             if rc != 0:
                 raise StageCmdFailedError(cmd, rc)
+        echo(f"Stage '{stage.addressing}' done in {time.perf_counter() - t0:.1f} s")
         return None
 
     dvc_run.cmd_run = cmd_run

@@ -203,10 +203,16 @@ def tune(
     params: Params,
     *,
     study_name: str,
-    warm_start: Sequence[dict[str, Any]] = (),
+    warm_start: Sequence[dict[str, Any]] | Callable[[], Sequence[dict[str, Any]]] = (),
     callbacks: Sequence[Callable] = (),
 ) -> TuneResult:
-    """Run (or resume) the study and return the best parameters. ``callbacks`` are Optuna callbacks."""
+    """Run (or resume) the study and return the best parameters. ``callbacks`` are Optuna callbacks.
+
+    ``warm_start``: parameter sets enqueued after LightGBM's defaults (the current champion's). A
+    callable is called once the first trial has finished and its result enqueued then, so it is
+    still the next trial (deterministic): the caller can look the champion up in MLflow while the
+    first trial fits.
+    """
     import lightgbm as lgb
     import optuna
 
@@ -247,11 +253,22 @@ def tune(
             ):
                 raise
             time.sleep(0.5 + attempt)
-    if tp.warm_start:
-        for candidate in [LGBM_DEFAULTS, *warm_start]:
+
+    def enqueue(candidates) -> None:
+        for candidate in candidates:
             known = {k: candidate[k] for k in LGBM_DEFAULTS if k in candidate}
             if len(known) == len(LGBM_DEFAULTS):
                 study.enqueue_trial(known, skip_if_exists=True)
+
+    deferred: list[Callable] = []
+    if tp.warm_start:
+        enqueue([LGBM_DEFAULTS, *([] if callable(warm_start) else warm_start)])
+        if callable(warm_start):
+            deferred.append(warm_start)
+
+    def enqueue_deferred(study, trial) -> None:  # an Optuna callback: after the first trial, once
+        while deferred:
+            enqueue(deferred.pop()())
 
     def objective(trial) -> float:
         tuned = search_space(trial)
@@ -286,7 +303,7 @@ def tune(
             objective,
             n_trials=remaining,
             timeout=tp.timeout_seconds,
-            callbacks=[optuna.study.MaxTrialsCallback(tp.n_trials, states=states), *callbacks],
+            callbacks=[optuna.study.MaxTrialsCallback(tp.n_trials, states=states), enqueue_deferred, *callbacks],
             catch=(lgb.basic.LightGBMError,),
         )
     seconds = time.perf_counter() - start

@@ -94,6 +94,25 @@ def test_min_improvement_blocks_small_gains(workdir):
     assert "does not reach register.min_improvement=0.5" in second["decision"]["reason"]
 
 
+def test_warm_start_tries_defaults_then_the_champion(workdir):
+    """Trial 0 is LightGBM's defaults, trial 1 the current champion's parameters (looked up in MLflow
+    while trial 0 fits), then TPE; each trial is a nested run of the tune run."""
+    p = _params(workdir, **{"tune.n_trials": 3})
+    _data(p)
+    champion = {**LGBM_DEFAULTS, "num_leaves": 12, "learning_rate": 0.05, "min_child_samples": 40}
+    _train_and_register(p, **champion)
+    result = pipeline.run_tune(p, "data/split", "models/best_params.json", "reports/tune.json")
+    client = tracking.connect(p)
+    runs = client.search_runs(
+        [client.get_run(result["mlflow_run_id"]).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{result['mlflow_run_id']}'",
+    )
+    by_number = {int(r.data.tags["optuna.trial_number"]): r.data.params for r in runs}
+    assert sorted(by_number) == [0, 1, 2]
+    assert {k: float(v) for k, v in by_number[0].items()} == {k: float(v) for k, v in LGBM_DEFAULTS.items()}
+    assert {k: float(v) for k, v in by_number[1].items()} == {k: float(v) for k, v in champion.items()}
+
+
 def test_file_backed_study_resumes(workdir):
     journal = workdir / "optuna" / "study.journal"
     p = _params(workdir, **{"tune.storage": str(journal), "tune.n_trials": 3})
