@@ -91,7 +91,11 @@ class DriftloopModel:
 
     def predict_scores(self, raw: pd.DataFrame) -> np.ndarray:
         """Binary: P(positive); multiclass: (n, k) probabilities; regression: the prediction."""
-        return self.booster.predict(self.features(raw), num_iteration=self.best_iteration)
+        return self.scores_from_features(self.features(raw))
+
+    def scores_from_features(self, X: pd.DataFrame) -> np.ndarray:
+        """``predict_scores`` on rows already transformed by ``features`` (callers that need both)."""
+        return self.booster.predict(X, num_iteration=self.best_iteration)
 
     def predict_frame(self, raw: pd.DataFrame) -> pd.DataFrame:
         scores = self.predict_scores(raw)

@@ -13,7 +13,7 @@ from driftloop.config import Params
 from driftloop.data.simulate import simulate
 from driftloop.data.split import split
 from driftloop.errors import DataError
-from driftloop.evaluate import compute_metrics
+from driftloop.evaluate import compute_metrics, evaluate, shap_values
 from driftloop.model import DriftloopModel, TargetEncoder
 from driftloop.register import CHALLENGER, CHAMPION, bootstrap_improvement, decide
 from driftloop.train import baseline_scores, train
@@ -183,6 +183,52 @@ def test_train_produces_a_model_that_beats_the_dummy(trained, splits):
     )
     assert lgbm["roc_auc"] > dummy["roc_auc"] + 0.1
     assert lgbm["log_loss"] < dummy["log_loss"]
+
+
+def test_evaluate_writes_every_output_and_computes_features_once(trained, splits, tmp_path, monkeypatch):
+    model = trained.model
+    test = splits["test"]
+    # the features are computed once and reused for the scores, the baselines and the SHAP sample
+    np.testing.assert_array_equal(model.scores_from_features(model.features(test)), model.predict_scores(test))
+    calls = []
+    transform = type(model.preprocessor).transform
+    monkeypatch.setattr(
+        type(model.preprocessor), "transform", lambda self, X: calls.append(len(X)) or transform(self, X)
+    )
+    result = evaluate(
+        model, trained.baselines, test, plots_dir=tmp_path, shap_rows=100, curve_points=50, calibration_bins=5, seed=1
+    )
+    assert calls == [len(test)]
+    assert set(result) == {"task", "rows", "test", "baselines"}
+    y = model.encoder.encode(test["default"])
+    assert result["test"] == compute_metrics("binary", y, model.predict_scores(test), model.threshold)
+    assert set(result["baselines"]) == {"dummy", "logistic"}
+    files = {p.name for p in tmp_path.iterdir()}
+    assert files == {
+        "roc.csv",
+        "precision_recall.csv",
+        "calibration.csv",
+        "confusion.csv",
+        "feature_importance.png",
+        "shap_summary.png",
+    }
+    assert list(pd.read_csv(tmp_path / "roc.csv").columns) == ["fpr", "tpr"]
+    assert list(pd.read_csv(tmp_path / "confusion.csv").columns) == ["actual", "predicted"]
+
+
+def test_shap_sample_from_precomputed_features_is_the_same(trained, splits):
+    model = trained.model
+    test = splits["test"].set_axis(splits["test"].index * 3 + 7)  # any index
+    contrib, X = shap_values(model, test, 60, seed=5)
+    contrib2, X2 = shap_values(model, test, 60, seed=5, features=model.features(test))
+    pd.testing.assert_frame_equal(contrib, contrib2)
+    pd.testing.assert_frame_equal(X, X2)
+    assert X.index.equals(test.sample(n=60, random_state=5).index)  # the rows raw.sample would pick
+    # TreeSHAP contributions plus the bias term add up to the raw score
+    raw_score = model.booster.predict(model.features(test.loc[X.index]), raw_score=True)
+    full = model.booster.predict(model.features(test.loc[X.index]), pred_contrib=True)
+    np.testing.assert_allclose(contrib.to_numpy(), full[:, :-1])
+    np.testing.assert_allclose(full.sum(axis=1), raw_score, rtol=1e-6, atol=1e-9)
 
 
 def test_predict_frame_on_raw_rows(trained, splits):

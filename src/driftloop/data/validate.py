@@ -20,6 +20,11 @@ from driftloop.config import Params
 from driftloop.errors import DataError
 
 MAX_CLASSES = 50
+# the leakage check: cross-validation folds, tree depth, rows a leaf (and a category) needs
+LEAKAGE_FOLDS = 3
+LEAKAGE_TREE_DEPTH = 6
+LEAKAGE_MIN_LEAF = 5
+LEAKAGE_MAX_CATEGORIES = 1000
 
 
 @dataclass
@@ -161,35 +166,134 @@ def _format_schema_errors(exc, source: str, target: str, n_rows: int) -> str:
     return "\n".join(dict.fromkeys(lines))
 
 
-def _single_feature_scores(df: pd.DataFrame, y: pd.Series, task: str, params: Params) -> dict[str, float]:
-    """Cross-validated score of a shallow tree on each feature alone (AUC / accuracy / R^2)."""
-    from sklearn.model_selection import cross_val_score
-    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+def _tree_leaves(xs: np.ndarray, Y: np.ndarray, max_depth: int, min_leaf: int) -> tuple[np.ndarray, np.ndarray]:
+    """A CART tree on one feature, grown level by level with cumulative sums instead of a per-node scan.
 
+    ``xs`` is sorted; ``Y`` holds one-hot classes (gini), the positive indicator (binary gini) or the
+    centred target (squared error). On one feature every leaf is a run of consecutive rows, so a split
+    is a cut position and each level is a handful of vectorized operations over all candidate cuts.
+    Returns the split thresholds (ascending; ``x <= threshold`` goes left, as in scikit-learn) and
+    the leaf boundaries in ``xs`` (leaf ``i`` is ``xs[cuts[i]:cuts[i + 1]]``).
+    """
+    n = len(xs)
+    C = np.zeros((n + 1, Y.shape[1]))
+    np.cumsum(Y, axis=0, out=C[1:])
+    cuts = np.array([0, n])
+    p = np.arange(min_leaf, n - min_leaf + 1)  # cut before row p: left [start, p), right [p, end)
+    p = p[xs[p - 1] < xs[p]]  # only between distinct values
+    Cp = C[p]
+    tol = 1e-12 * float((Y**2).sum() + 1.0)
+    for _ in range(max_depth):
+        if len(p) == 0:
+            break
+        seg = np.searchsorted(cuts, p, side="right") - 1
+        s, e = cuts[seg], cuts[seg + 1]
+        n_left, n_right = p - s, e - p
+        ok = (n_left >= min_leaf) & (n_right >= min_leaf)
+        seg, s, e, n_left, n_right, p, Cp = seg[ok], s[ok], e[ok], n_left[ok], n_right[ok], p[ok], Cp[ok]
+        left, right, parent = Cp - C[s], C[e] - Cp, C[e] - C[s]
+        # impurity decrease (gini / squared error), up to a constant factor
+        gain = (
+            (left**2).sum(axis=1) / n_left
+            + (right**2).sum(axis=1) / n_right
+            - (parent**2).sum(axis=1) / (n_left + n_right)
+        )
+        best = np.full(len(cuts) - 1, -np.inf)
+        np.maximum.at(best, seg, gain)
+        hit = (gain == best[seg]) & (gain > tol)
+        if not hit.any():
+            break
+        _, first = np.unique(seg[hit], return_index=True)  # the first best cut of each leaf
+        cuts = np.union1d(cuts, p[hit][first])
+    lo, hi = xs[cuts[1:-1] - 1], xs[cuts[1:-1]]
+    with np.errstate(invalid="ignore", over="ignore"):
+        mid = lo + (hi - lo) / 2
+    return np.where(np.isfinite(mid), mid, lo), cuts
+
+
+def _held_out_score(task: str, g_tr, y_tr, g_te, y_te, m: int, k: int) -> float:
+    """Score on held-out rows of predicting each group's (leaf's, category's) training statistic.
+
+    binary: ROC AUC of the group's positive rate (ties count half); multiclass: accuracy of the
+    group's majority class; regression: R^2 of the group's mean. Empty groups predict the prior.
+    """
+    count = np.bincount(g_tr, minlength=m)
+    if task == "multiclass":
+        table = np.bincount(g_tr * k + y_tr, minlength=m * k).reshape(m, k)
+        pred = np.where(count > 0, table.argmax(axis=1), np.bincount(y_tr, minlength=k).argmax())
+        return float((pred[g_te] == y_te).mean())
+    value = np.where(count > 0, np.bincount(g_tr, weights=y_tr, minlength=m) / np.maximum(count, 1), y_tr.mean())
+    if task == "binary":
+        _, rank = np.unique(value, return_inverse=True)
+        pos = np.bincount(rank, weights=np.bincount(g_te, weights=y_te, minlength=m))
+        neg = np.bincount(rank, weights=np.bincount(g_te, minlength=m)) - pos
+        below = np.cumsum(neg) - neg
+        return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
+    sst = float(((y_te - y_te.mean()) ** 2).sum())
+    return 1.0 - float(((y_te - value[g_te]) ** 2).sum()) / sst if sst > 0 else float("nan")
+
+
+def _single_feature_scores(df: pd.DataFrame, y: pd.Series, task: str, params: Params) -> dict[str, float]:
+    """Cross-validated score of each feature alone (AUC / accuracy / R^2), on a seeded sample.
+
+    Numeric (and boolean) features: a depth-6 tree (min 5 rows a leaf; missing values a region of
+    their own), the same model scikit-learn's ``DecisionTree*`` fits, grown by ``_tree_leaves``.
+    Categorical features: each category's training statistic (categories with fewer than 5 rows
+    pooled, at most ``LEAKAGE_MAX_CATEGORIES``; missing its own group), so a high-cardinality code
+    that maps to the target is caught whatever the order of its labels. 3 folds, stratified by class.
+    """
     n = min(len(df), params.validate_params.leakage_sample_rows)
     sample = df.sample(n=n, random_state=params.base.seed) if n < len(df) else df
     ys = y.loc[sample.index]
-    if task != "regression":
-        ys = ys.astype(str)
-        if ys.value_counts().min() < 3:
+    rng = np.random.default_rng(params.base.seed)
+    if task == "regression":
+        yv = ys.to_numpy(dtype="float64")
+        k, Y = 1, (yv - yv.mean())[:, None]
+        order = rng.permutation(n)
+    else:
+        yv, classes = pd.factorize(ys.astype(str), sort=True)
+        k = len(classes)
+        if np.bincount(yv, minlength=k).min() < LEAKAGE_FOLDS:
             return {}
-    scoring = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "r2"}[task]
+        Y = np.eye(k)[yv] if task == "multiclass" else yv[:, None].astype("float64")
+        order = np.lexsort((rng.random(n), yv))  # by class, shuffled within: stratified folds
+    fold = np.empty(n, dtype=np.int64)
+    fold[order] = np.arange(n) % LEAKAGE_FOLDS
+    categorical = set(params.validate_params.categorical_columns)
     scores = {}
     for col in sample.columns:
         s = sample[col]
-        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
-            x = s.astype("float64").fillna(-1e18).to_numpy()
-        elif pd.api.types.is_datetime64_any_dtype(s):
+        if pd.api.types.is_datetime64_any_dtype(s):
             continue
+        numeric = (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)) and col not in categorical
+        if numeric:
+            x = s.to_numpy(dtype="float64", na_value=np.nan)
+            x = np.where(np.isnan(x), -np.inf, x)
+            by_x = np.argsort(x, kind="stable")
         else:
-            x = s.astype(str).astype("category").cat.codes.to_numpy().astype("float64")
-        model = (DecisionTreeRegressor if task == "regression" else DecisionTreeClassifier)(
-            max_depth=6, min_samples_leaf=5, random_state=params.base.seed
-        )
-        try:
-            scores[col] = float(np.mean(cross_val_score(model, x.reshape(-1, 1), ys, cv=3, scoring=scoring)))
-        except ValueError:
-            continue
+            codes, uniques = pd.factorize(s)
+            counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+            keep = np.argsort(-counts, kind="stable")[:LEAKAGE_MAX_CATEGORIES]
+            keep = keep[counts[keep] >= LEAKAGE_MIN_LEAF]
+            m = len(keep) + 2
+            remap = np.full(len(uniques) + 1, m - 2)  # rare categories: one pooled group
+            remap[keep] = np.arange(len(keep))
+            remap[-1] = m - 1  # missing (code -1)
+            groups = remap[codes]
+        fold_scores = []
+        for f in range(LEAKAGE_FOLDS):
+            test = fold == f
+            if numeric:
+                tr = by_x[~test[by_x]]  # training rows, sorted by x
+                thresholds, cuts = _tree_leaves(x[tr], Y[tr], LEAKAGE_TREE_DEPTH, LEAKAGE_MIN_LEAF)
+                m = len(cuts) - 1
+                g_tr, y_tr = np.repeat(np.arange(m), np.diff(cuts)), yv[tr]
+                g_te = np.searchsorted(thresholds, x[test], side="left")
+            else:
+                g_tr, y_tr, g_te = groups[~test], yv[~test], groups[test]
+            fold_scores.append(_held_out_score(task, g_tr, y_tr, g_te, yv[test], m, k))
+        if np.all(np.isfinite(fold_scores)):
+            scores[col] = float(np.mean(fold_scores))
     return scores
 
 
