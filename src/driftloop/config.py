@@ -128,6 +128,7 @@ class TuneParams(_Section):
     pruner_startup_trials: int = Field(5, ge=0)
     pruner_warmup_rounds: int = Field(30, ge=0)
     report_every: int = Field(5, ge=1)
+    prune_by: Literal["rounds", "progress"] = "rounds"  # progress: rounds x learning_rate / 0.1
     n_startup_trials: int = Field(8, ge=1)
     warm_start: bool = True
     num_threads: int = Field(0, ge=0)
@@ -141,7 +142,7 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
-    shap_sample_rows: int = Field(2000, ge=100)
+    shap_sample_rows: int = Field(1000, ge=100)
     curve_points: int = Field(200, ge=10)
     calibration_bins: int = Field(10, ge=2)
 
