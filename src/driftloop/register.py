@@ -30,6 +30,82 @@ def gate_metric(params: Params, task: str) -> str:
     return PRIMARY_METRIC[task] if m == "auto" else m
 
 
+# working memory of one chunk of the vectorized bootstrap: the resample-count matrix (chunk x rows, float64)
+# and the few temporaries of the same order the rank metrics need
+_BOOTSTRAP_BYTES = 48 << 20
+_BOOTSTRAP_TEMPS = 6
+
+
+def _weighted_metric(task: str, metric: str, y: np.ndarray, scores: np.ndarray):
+    """``f(W) -> values``: the metric of every resample in ``W`` (resamples x rows, integer counts), equal to
+    ``metric_value`` on the explicitly repeated rows; None when the metric/data have no vectorized form.
+
+    A binary resample with a single class is not computed (nan): the caller hands it to ``metric_value``.
+    """
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(y)
+    n = len(y)
+    if n == 0 or len(s) != n or not np.isfinite(s).all():
+        return None
+    if task == "binary" and metric in ("roc_auc", "pr_auc", "log_loss", "brier"):
+        if s.ndim != 1 or not np.isin(y, (0, 1)).all():
+            return None
+        p = np.clip(s, 1e-15, 1 - 1e-15)  # as metric_value
+        pos = y == 1
+        if metric == "log_loss":  # sklearn: [1 - p, p] clipped to [eps, 1 - eps], -log of the true class
+            eps = np.finfo(float).eps
+            loss = -np.log(np.clip(np.where(pos, p, 1 - p), eps, 1 - eps))
+            return lambda W: W @ loss / W.sum(axis=1)
+        if metric == "brier":  # sklearn: half the squared error summed over the two one-hot columns
+            t = pos.astype(float)
+            loss = ((1 - t) - (1 - p)) ** 2 + (t - p) ** 2
+            return lambda W: (W @ loss / W.sum(axis=1)) * 0.5
+        # rank metrics: per resample, the weight of positives and negatives at each distinct score (ascending)
+        uniq, group = np.unique(p, return_inverse=True)
+        code = 2 * group.ravel() + pos
+        width = 2 * len(uniq)
+
+        def rank(W: np.ndarray) -> np.ndarray:
+            cells = np.empty((len(W), width))
+            for j, w in enumerate(W):
+                cells[j] = np.bincount(code, weights=w, minlength=width)
+            neg, hit = cells[:, 0::2], cells[:, 1::2]
+            n_pos, n_neg = hit.sum(axis=1), neg.sum(axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                if metric == "roc_auc":  # Mann-Whitney: pairs ranked correctly, ties count 1/2 (exact in float64)
+                    below = np.cumsum(neg, axis=1) - neg
+                    out = (hit * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
+                else:  # average precision: sum over thresholds (descending) of recall step x precision
+                    hit, neg = hit[:, ::-1], neg[:, ::-1]
+                    tp = np.cumsum(hit, axis=1)
+                    called = tp + np.cumsum(neg, axis=1)
+                    precision = np.divide(tp, called, out=np.zeros_like(tp), where=called > 0)
+                    out = (hit * precision).sum(axis=1) / n_pos
+            out[(n_pos == 0) | (n_neg == 0)] = np.nan
+            return out
+
+        return rank
+    if task == "regression" and metric in ("rmse", "mae"):
+        if s.ndim != 1 or not np.isfinite(np.asarray(y, dtype=float)).all():
+            return None
+        err = np.asarray(y, dtype=float) - s
+        if metric == "rmse":
+            sq = err**2
+            return lambda W: np.sqrt(W @ sq / W.sum(axis=1))
+        ab = np.abs(err)
+        return lambda W: W @ ab / W.sum(axis=1)
+    if task == "multiclass" and metric in ("log_loss", "accuracy"):
+        if s.ndim != 2 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= s.shape[1]:
+            return None
+        if metric == "accuracy":
+            hit = (s.argmax(axis=1) == y).astype(float)
+            return lambda W: W @ hit / W.sum(axis=1)
+        eps = np.finfo(float).eps  # compute_metrics clips to [1e-15, 1], sklearn then to [eps, 1 - eps]
+        loss = -np.log(np.clip(np.clip(s, 1e-15, 1)[np.arange(n), y], eps, 1 - eps))
+        return lambda W: W @ loss / W.sum(axis=1)
+    return None
+
+
 def bootstrap_improvement(
     task: str,
     metric: str,
@@ -42,7 +118,13 @@ def bootstrap_improvement(
     seed: int,
     thresholds: tuple[float | None, float | None] = (None, None),
 ):
-    """Point estimate and paired-bootstrap interval of the improvement (positive = new is better)."""
+    """Point estimate and paired-bootstrap interval of the improvement (positive = new is better).
+
+    Each resample draws ``len(y)`` row indices with replacement (the same stream for every metric). The
+    common gate metrics are computed for a chunk of resamples at once from the resample counts
+    (``_weighted_metric``); the others, and resamples a vectorized metric cannot handle, call
+    ``metric_value`` on the resampled rows. Resamples where either metric is undefined (nan) are skipped.
+    """
     from driftloop.evaluate import metric_value
 
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
@@ -52,15 +134,31 @@ def bootstrap_improvement(
     if n == 0:
         return point, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        a = metric_value(task, metric, y[idx], new[idx], thresholds[0])
-        b = metric_value(task, metric, y[idx], old[idx], thresholds[1])
-        if a == a and b == b:
-            diffs.append(sign * (a - b))
-    if not diffs:
+    rows = len(y)
+    fast_new = _weighted_metric(task, metric, y, new)
+    fast_old = _weighted_metric(task, metric, y, old) if fast_new is not None else None
+    a, b = np.empty(n), np.empty(n)  # the metric of the new / old model on each resample
+    if fast_new is None or fast_old is None:
+        for i in range(n):
+            idx = rng.integers(0, rows, rows)
+            a[i] = metric_value(task, metric, y[idx], new[idx], thresholds[0])
+            b[i] = metric_value(task, metric, y[idx], old[idx], thresholds[1])
+    else:
+        chunk = max(1, min(n, _BOOTSTRAP_BYTES // (8 * _BOOTSTRAP_TEMPS * rows)))
+        for start in range(0, n, chunk):
+            W = np.empty((min(chunk, n - start), rows))
+            for j in range(len(W)):  # resample counts: the same indices as the loop above would draw
+                W[j] = np.bincount(rng.integers(0, rows, rows), minlength=rows)
+            sl = slice(start, start + len(W))
+            a[sl], b[sl] = fast_new(W), fast_old(W)
+            for j in np.flatnonzero(np.isnan(a[sl]) | np.isnan(b[sl])):  # e.g. a single class: as before
+                idx = np.repeat(np.arange(rows), W[j].astype(np.intp))
+                a[start + j] = metric_value(task, metric, y[idx], new[idx], thresholds[0])
+                b[start + j] = metric_value(task, metric, y[idx], old[idx], thresholds[1])
+    keep = (a == a) & (b == b)
+    if not keep.any():
         return point, float("nan"), float("nan")
+    diffs = sign * (a[keep] - b[keep])
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(diffs, [alpha, 1 - alpha])
     return point, float(lo), float(hi)
@@ -148,7 +246,10 @@ def current_version(client, name: str, alias: str):
 def load_version(name: str, version: str) -> DriftloopModel:
     import mlflow
 
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().model
+    # suppress_warnings: skip the check of the model's pip requirements against the installed distributions
+    # (a scan of site-packages, ~1-2 s, cached per process) and the Python-version warning: warnings only.
+    # (The register stage still pays the scan once: mlflow.pyfunc.log_model runs it with no opt-out.)
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}", suppress_warnings=True).unwrap_python_model().model
 
 
 def record_move(
