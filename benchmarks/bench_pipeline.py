@@ -1,43 +1,39 @@
 """Benchmark: orchestration and tracking overhead of the training pipeline.
 
-Measured side by side in one run (the machine is noisy; read the ratios, not the absolute times):
+Measured side by side in one run (the machine is noisy; read the ratios, not the absolute times),
+every leg on ``--rows`` simulated rows with ``--trials`` Optuna trials and every other setting from
+the repo's ``params.yaml``:
 
-1. **Pipeline**: ``dvc repro`` of the repo's ``dvc.yaml`` in a throw-away project (git + DVC,
-   MLflow on a SQLite file in the project) on ``--rows`` simulated rows with ``--trials`` Optuna
-   trials, every other setting from the repo's ``params.yaml``. Each ``driftloop <stage>``
-   command is timed (wall and CPU) by a one-line wrapper placed first on ``PATH`` that execs the
-   real command under ``/usr/bin/time`` (``date`` stamps, wall only, where GNU time is missing),
-   so the per-stage breakdown comes from the same run as the total; "dvc itself" is the total
-   minus the stages. Whole-run CPU times come from ``os.wait4`` (the process tree).
-2. **Bare script**: one Python process (this file with ``--bare-worker``) doing the same
-   LightGBM work with no DVC, MLflow or CLI around it: the same simulated rows
-   (``driftloop.data.simulate.simulate``, the ID column dropped as the validate stage drops it),
-   the same split, the same preprocessing, the same seeded Optuna study (TPE + median pruner,
-   LightGBM defaults enqueued first, no MLflow callback), then the final refit and the
-   baselines (``driftloop.train.train``). Its wall time includes interpreter start and imports.
-   After both ran, the trial parameters, states and scores of the bare study are compared with
-   the nested MLflow trial runs of the pipeline's tune run: the benchmark says whether the two
-   did the SAME sequence of fits.
-3. **No-op rerun**: a second ``dvc repro`` with nothing changed (target <= 3 s).
+1. **bare** - one Python process (this file with ``--bare-worker``) doing the same LightGBM work with
+   no DVC, MLflow or CLI around it: the same simulated rows (the ID column dropped as the validate
+   stage drops it), the same split and preprocessing, the same seeded Optuna study (TPE + median
+   pruner, LightGBM defaults enqueued first, no MLflow callback), then the final refit and the
+   baselines (``driftloop.train.train``). Interpreter start and imports included. The issue's
+   target compares the pipeline with this: ``<= 1.10 x``.
+2. **same** - the bare script doing the same *work* as the stages: also the validate stage's
+   checks (``validate()``), evaluate (metrics, curves, importance and SHAP plots) and the gate
+   decision. What the pipeline takes beyond this is orchestration (DVC, CLI, processes) and
+   tracking (MLflow) alone.
+3. **run** - ``driftloop run`` in a throw-away project (git + DVC, MLflow on a SQLite file in the
+   project): DVC's reproduce with the stage commands executed in one process. The per-stage times
+   are the ones ``driftloop run`` prints.
+4. **repro** - ``dvc repro`` in another throw-away project: one process per stage; each
+   ``driftloop <stage>`` command is timed (wall and CPU) by a one-line wrapper placed first on
+   ``PATH`` that execs the real command under ``/usr/bin/time``.
 
-Targets (from the issue): pipeline <= 1.10 x bare; no-op ``dvc repro`` <= 3 s. The pipeline also
-validates (pandera, leakage check), evaluates (curves, SHAP, plots) and registers (bootstrap
-gate, pyfunc model, reference sample); the bare script does none of that, so the report also
-gives a like-for-like ratio (ingest + split + tune + train stages + dvc itself vs bare).
-
-Besides the wall ratio it prints the CPU ratio and a ratio with the pipeline's trial fits replaced
-by the bare script's (the fits are identical, so a difference there is machine load: LightGBM's
-OpenMP threads collapse when another process holds a core; ``--num-threads 1`` makes the
-comparison far steadier on a shared machine). ``--repeat N`` alternates which leg goes first and
-reports medians. ``--profile`` adds start-up costs measured separately (``driftloop --help``,
-``import mlflow``, an MLflow client on the project's SQLite store, ``dvc --version``, ``dvc status``)
-and the import time of every stage command (re-run outside DVC with ``PYTHONPROFILEIMPORTTIME``).
+"dvc+start" is a leg's total minus its stages (interpreter start, DVC reading the DAG, hashing and
+caching the outputs, writing ``dvc.lock``). CPU times come from ``os.wait4`` (the process tree). After
+the legs, the trial parameters, states and scores of the bare study are compared with the nested
+MLflow trial runs of each pipeline leg: the benchmark says whether they did the SAME fits. Then a
+``dvc repro`` and a ``driftloop run`` with nothing changed (target <= 3 s). ``--legs`` picks legs;
+``--repeat N`` runs N rounds, rotating the order, and reports medians; ``--profile`` adds start-up
+costs and the import time of every stage command (re-run outside DVC with ``PYTHONPROFILEIMPORTTIME``).
 
 Usage::
 
     .venv/bin/python benchmarks/bench_pipeline.py                          # 100k rows, 30 trials
     .venv/bin/python benchmarks/bench_pipeline.py --rows 20000 --trials 8  # quick
-    .venv/bin/python benchmarks/bench_pipeline.py --num-threads 1 --profile --json out.json
+    .venv/bin/python benchmarks/bench_pipeline.py --num-threads 1 --legs bare,run --repeat 3 --json out.json
 """
 
 from __future__ import annotations

@@ -216,8 +216,10 @@ def plot_shap(
     )
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(range(len(order)), [str(c)[:40] for c in order], fontsize=8)
-    ax.set_xlabel("SHAP value (contribution to the raw score)")
-    ax.set_title("SHAP summary (colour: feature value, low blue to high red; grey: categorical)")
+    ax.set_xlabel(
+        "SHAP value (contribution to the raw score)\ncolour: feature value, low blue to high red; grey: categorical"
+    )
+    ax.set_title("SHAP summary")
     _save(fig, path)
     return path
 
