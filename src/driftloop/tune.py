@@ -147,7 +147,7 @@ def _metric_callback(trial, metric: str, every: int, learning_rate: float | None
 
     def callback(env) -> None:
         nonlocal reported
-        progress = round((env.iteration + 1) * scale, 6)  # 0.3 / 0.1 * 5 must be 15, not 14.999...
+        progress = (env.iteration + 1) * scale
         due = int(progress // every) * every
         if due <= reported:
             return
