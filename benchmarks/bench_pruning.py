@@ -155,13 +155,6 @@ def main(argv: list[str] | None = None) -> dict:
         help="override tune.pruner_warmup_rounds (pruning legs only), to try a less aggressive pruner",
     )
     ap.add_argument(
-        "--prune-by",
-        choices=["rounds", "progress"],
-        default=None,
-        help="override tune.prune_by (pruning legs only): compare trials at equal boosting rounds, or at equal\n"
-        "learning progress (rounds x learning_rate / 0.1)",
-    )
-    ap.add_argument(
         "--no-equal-time",
         action="store_true",
         help="skip the equal-time leg (pruning on, with the time the unpruned study took)",
@@ -175,8 +168,6 @@ def main(argv: list[str] | None = None) -> dict:
     on_overrides = dict(overrides)
     if args.pruner_warmup is not None:
         on_overrides["tune.pruner_warmup_rounds"] = args.pruner_warmup
-    if args.prune_by is not None:
-        on_overrides["tune.prune_by"] = args.prune_by
     params = C.effective_params(on_overrides)
     tp = params.tune
     m = C.machine()
@@ -184,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"# bench_pruning: {args.rows:,} rows, {args.trials} trials per study, num_threads={tp.num_threads}, "
         f"max_rounds={tp.max_rounds}, early_stopping={tp.early_stopping_rounds}; pruner: median, "
         f"startup_trials={tp.pruner_startup_trials}, warmup_rounds={tp.pruner_warmup_rounds}, "
-        f"report_every={tp.report_every}, prune_by={tp.prune_by}; sampler: TPE, startup_trials={tp.n_startup_trials}"
+        f"report_every={tp.report_every}; sampler: TPE, startup_trials={tp.n_startup_trials}"
     )
     print(f"# {C.machine_line(m)}")
     t0 = time.perf_counter()

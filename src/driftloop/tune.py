@@ -131,32 +131,16 @@ def make_storage(spec: str):
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def _metric_callback(trial, metric: str, every: int, learning_rate: float | None = None):
-    """Report the validation metric to Optuna every ``every`` steps and prune when the pruner says so.
-
-    A step is a boosting round, or with ``learning_rate`` a unit of *learning progress*: rounds x
-    learning_rate / 0.1, i.e. rounds at LightGBM's default rate. The median pruner compares trials at
-    the same step; by rounds, a trial with a small learning rate is always behind early and gets
-    pruned although it may end best; by progress, trials are compared after the same total
-    shrinkage. A round that crosses several report points reports its value at each of them.
-    """
+def _metric_callback(trial, metric: str, every: int):
     import optuna
 
-    scale = 1.0 if learning_rate is None else learning_rate / 0.1
-    reported = 0  # the last report point
-
     def callback(env) -> None:
-        nonlocal reported
-        progress = (env.iteration + 1) * scale
-        due = int(progress // every) * every
-        if due <= reported:
+        if (env.iteration + 1) % every:
             return
         for item in env.evaluation_result_list:
             data_name, eval_name, value = item[0], item[1], item[2]
             if data_name == "valid" and eval_name == metric or data_name == "cv_agg" and eval_name == f"valid {metric}":
-                for step in range(reported + every, due + 1, every):
-                    trial.report(float(value), step=step)
-                reported = due
+                trial.report(float(value), step=env.iteration + 1)
                 if trial.should_prune():
                     trial.set_user_attr("pruned_at", env.iteration + 1)
                     raise optuna.TrialPruned(f"pruned at iteration {env.iteration + 1}")
@@ -288,8 +272,7 @@ def tune(
 
     def objective(trial) -> float:
         tuned = search_space(trial)
-        lr = tuned["learning_rate"] if tp.prune_by == "progress" else None
-        cb = [_metric_callback(trial, metric, tp.report_every, lr)] if tp.pruning else []
+        cb = [_metric_callback(trial, metric, tp.report_every)] if tp.pruning else []
         start = time.perf_counter()
         if tp.cv_folds:
             res = lgb.cv(
