@@ -128,7 +128,6 @@ class TuneParams(_Section):
     pruner_startup_trials: int = Field(5, ge=0)
     pruner_warmup_rounds: int = Field(30, ge=0)
     report_every: int = Field(5, ge=1)
-    prune_by: Literal["rounds", "progress"] = "rounds"  # progress: rounds x learning_rate / 0.1
     n_startup_trials: int = Field(8, ge=1)
     warm_start: bool = True
     num_threads: int = Field(0, ge=0)
