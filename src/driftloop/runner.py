@@ -27,6 +27,7 @@ import gc
 import inspect
 import os
 import shlex
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -100,12 +101,15 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
     from dvc.stage.exceptions import StageCmdFailedError
 
     original = dvc_run.cmd_run
+    warming: list[threading.Thread] = []
 
     def cmd_run(stage, dry=False, run_env=None):
         commands = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
         parsed = [driftloop_args(c) for c in commands]
         if dry or any(a is None for a in parsed):
             return original(stage, dry=dry, run_env=run_env)
+        if not warming:  # the first stage that runs: warm the rest up on the other core meanwhile
+            warming.append(warm_up(Path(stage.repo.root_dir) / "params.yaml"))
         echo(f"Running stage '{stage.addressing}' (in process):")
         t0 = time.perf_counter()
         for cmd, args in zip(commands, parsed, strict=True):
@@ -121,6 +125,37 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
         yield
     finally:
         dvc_run.cmd_run = original
+        for thread in warming:  # not left importing while the interpreter shuts down
+            thread.join()
+
+
+def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
+    """Import what the model stages need and open the MLflow store, on a daemon thread.
+
+    The data stages (ingest, validate, split) keep one core busy with pandas and Arrow; meanwhile the
+    other imports LightGBM, scikit-learn, MLflow and matplotlib and opens (on a new project: creates)
+    the MLflow store, which the model stages would otherwise do one after the other. Imports are safe
+    across threads (per-module import locks) and ``tracking.connect`` is serialised. Best effort: any
+    error is left for the stage that meets it to report.
+    """
+
+    def work() -> None:
+        with contextlib.suppress(Exception):
+            import lightgbm  # noqa: F401
+            import sklearn.linear_model  # noqa: F401
+
+            from driftloop import tracking
+            from driftloop.config import load_params
+
+            tracking.connect(load_params(Path(params_path))).search_experiments(max_results=1)
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+
+    thread = threading.Thread(target=work, name="driftloop-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def reproduce(targets: list[str] | None = None, *, force: bool = False, in_process: bool = True, repo_root: str = "."):

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -66,17 +67,24 @@ def lineage_tags(params: Params, data: dict[str, str | Path]) -> dict[str, str]:
     return tags
 
 
+_CONNECT_LOCK = threading.Lock()
+
+
 def connect(params: Params):
-    """Point MLflow at the configured store; create the experiment (local artifact folder) if needed."""
+    """Point MLflow at the configured store and return a client (the store's tables are created on first use).
+
+    Serialised: two threads opening a new SQLite store at once would both try to create its tables
+    (``driftloop run`` warms the store up on a worker thread while the data stages run).
+    """
     import mlflow
     from mlflow.tracking import MlflowClient
 
     uri = params.base.tracking_uri
-    mlflow.set_tracking_uri(uri)
-    if params.base.registry_uri:
-        mlflow.set_registry_uri(params.base.registry_uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=params.base.registry_uri)
-    return client
+    with _CONNECT_LOCK:
+        mlflow.set_tracking_uri(uri)
+        if params.base.registry_uri:
+            mlflow.set_registry_uri(params.base.registry_uri)
+        return MlflowClient(tracking_uri=uri, registry_uri=params.base.registry_uri)
 
 
 def experiment_id(client, name: str, params: Params) -> str:
