@@ -126,28 +126,31 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
     finally:
         dvc_run.cmd_run = original
         for thread in warming:  # not left importing while the interpreter shuts down
-            thread.join()
+            thread.join(timeout=60)
 
 
 def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
     """Import what the model stages need and open the MLflow store, on a daemon thread.
 
     The data stages (ingest, validate, split) keep one core busy with pandas and Arrow; meanwhile the
-    other imports LightGBM, scikit-learn, MLflow and matplotlib and opens (on a new project: creates)
-    the MLflow store, which the model stages would otherwise do one after the other. Imports are safe
-    across threads (per-module import locks) and ``tracking.connect`` is serialised. Best effort: any
-    error is left for the stage that meets it to report.
+    other imports LightGBM, scikit-learn, MLflow and matplotlib and opens a local SQLite MLflow store
+    (on a new project: creates its tables), which the model stages would otherwise do one after the
+    other. Imports are safe across threads (per-module import locks) and ``tracking.connect`` is
+    serialised. Best effort: any error is left for the stage that meets it to report.
     """
 
     def work() -> None:
         with contextlib.suppress(Exception):
             import lightgbm  # noqa: F401
+            import mlflow  # noqa: F401
             import sklearn.linear_model  # noqa: F401
 
             from driftloop import tracking
             from driftloop.config import load_params
 
-            tracking.connect(load_params(Path(params_path))).search_experiments(max_results=1)
+            params = load_params(Path(params_path))
+            if params.base.tracking_uri.startswith("sqlite:"):  # a local file: no network to wait on
+                tracking.connect(params).search_experiments(max_results=1)
             import matplotlib
 
             matplotlib.use("Agg")
