@@ -94,10 +94,11 @@ def test_min_improvement_blocks_small_gains(workdir):
     assert "does not reach register.min_improvement=0.5" in second["decision"]["reason"]
 
 
-def test_warm_start_tries_defaults_then_the_champion(workdir):
+@pytest.mark.parametrize("num_threads", [1, 0], ids=["mlflow-beside-the-fits", "mlflow-in-line"])
+def test_warm_start_tries_defaults_then_the_champion(workdir, num_threads):
     """Trial 0 is LightGBM's defaults, trial 1 the current champion's parameters (looked up in MLflow
-    while trial 0 fits), then TPE; each trial is a nested run of the tune run."""
-    p = _params(workdir, **{"tune.n_trials": 3})
+    while trial 0 fits when a core is free, before it otherwise), then TPE; each trial is a nested run."""
+    p = _params(workdir, **{"tune.n_trials": 3, "tune.num_threads": num_threads})
     _data(p)
     champion = {**LGBM_DEFAULTS, "num_leaves": 12, "learning_rate": 0.05, "min_child_samples": 40}
     _train_and_register(p, **champion)
