@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -193,3 +194,21 @@ def write_json(path: Path | None, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str))
     print(f"\nwrote {path}")
+
+
+_RUN_STAGE = re.compile(r"^Stage '(\w+)' done in ([\d.]+) s", re.M)
+
+
+def run_stage_seconds(log: Path) -> dict[str, float]:
+    """{stage: wall seconds} from the per-stage lines ``driftloop run`` prints."""
+    return {m.group(1): float(m.group(2)) for m in _RUN_STAGE.finditer(Path(log).read_text())}
+
+
+def finish(work: Path, keep: bool, json_path: Path | None, result: dict) -> dict:
+    """Keep (and say where) or remove the work folder, then write the figures."""
+    if keep:
+        print(f"  work folder kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    write_json(json_path, result)
+    return result

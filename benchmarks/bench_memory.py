@@ -187,22 +187,12 @@ def main(argv: list[str] | None = None) -> dict:
         "target_met": met,
         "file_bytes": sizes,
     }
-    if args.keep:
-        print(f"  work folder kept: {work}")
-    else:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
-    C.write_json(args.json, result)
-    return result
+    return C.finish(work, args.keep, args.json, result)
 
 
 def in_process(args, overrides: dict, work: Path) -> dict:
     """``driftloop run`` on the whole DAG in one process: its peak RSS is the largest stage's plus what
     earlier stages left behind (the runner collects garbage and releases Arrow's pool between stages)."""
-    import re
-    import shutil
-
     overrides = {k: v for k, v in overrides.items() if not k.startswith("base.")}  # the project's own store
     proj = C.make_project(work / "proj", overrides)
     m = C.machine()
@@ -212,10 +202,7 @@ def in_process(args, overrides: dict, work: Path) -> dict:
     print(f"# {C.machine_line(m)}; project {proj}", flush=True)
     log = work / "run.log"
     r = C.run_usage([str(C.BIN / "driftloop"), "run"], proj, log=log)
-    stages = {
-        m_.group(1): float(m_.group(2))
-        for m_ in re.finditer(r"^Stage '(\w+)' done in ([\d.]+) s", log.read_text(), re.M)
-    }
+    stages = C.run_stage_seconds(log)
     peak = C.gib(r["peak_rss_bytes"])
     print(
         f"\n== driftloop run ({args.rows:,} rows): {r['seconds']:.0f}s, peak RSS {peak:.2f} GiB "
@@ -232,12 +219,7 @@ def in_process(args, overrides: dict, work: Path) -> dict:
         "stages": stages,
         "target_met": peak < LIMIT_GIB,
     }
-    if args.keep:
-        print(f"  work folder kept: {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    C.write_json(args.json, result)
-    return result
+    return C.finish(work, args.keep, args.json, result)
 
 
 if __name__ == "__main__":

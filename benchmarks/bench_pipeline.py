@@ -426,12 +426,11 @@ LEG_NAMES = {
     "run": "driftloop run",
     "repro": "dvc repro",
 }
-_RUN_STAGE = re.compile(r"^Stage '(\w+)' done in ([\d.]+) s", re.M)
 
 
 def run_stage_times(log: Path) -> dict[str, dict[str, float]]:
     """{stage: {"seconds": wall}} from ``driftloop run``'s own per-stage lines."""
-    return {m.group(1): {"seconds": float(m.group(2))} for m in _RUN_STAGE.finditer(log.read_text())}
+    return {stage: {"seconds": s} for stage, s in C.run_stage_seconds(log).items()}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -158,6 +158,11 @@ def study_name(params: Params, train_path: Path) -> str:
 def run_tune(params: Params, split_dir: str, out: str, report: str, progress=None, log_trials: bool = True) -> dict:
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    # imported whole here, before the worker thread imports MLflow and the plotting modules: two threads
+    # importing one package tree at once can meet a partially initialised module
+    import lightgbm  # noqa: F401
+    import optuna  # noqa: F401
+
     from driftloop import tracking
     from driftloop.tune import BackgroundCallback, tune
 

@@ -101,6 +101,7 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
     from dvc.stage.exceptions import StageCmdFailedError
 
     original = dvc_run.cmd_run
+    started: list = []
     warming: list[threading.Thread] = []
 
     def cmd_run(stage, dry=False, run_env=None):
@@ -108,8 +109,15 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
         parsed = [driftloop_args(c) for c in commands]
         if dry or any(a is None for a in parsed):
             return original(stage, dry=dry, run_env=run_env)
-        if not warming:  # the first stage that runs: warm the rest up on the other core meanwhile
-            warming.append(warm_up(Path(stage.repo.root_dir) / "params.yaml"))
+        if not started:  # ingest imports none of the model stages' packages: warm those up meanwhile
+            started.append(stage)
+            if parsed[0][:1] == ["ingest"]:
+                import driftloop.pipeline  # noqa: F401 - pandas and pyarrow, here, before the thread starts
+
+                warming.append(warm_up(Path(stage.repo.root_dir) / "params.yaml"))
+        else:  # later stages import those packages themselves: never two threads on one package tree
+            for thread in warming:
+                thread.join()
         echo(f"Running stage '{stage.addressing}' (in process):")
         t0 = time.perf_counter()
         for cmd, args in zip(commands, parsed, strict=True):
@@ -132,11 +140,12 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
 def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
     """Import what the model stages need and open the MLflow store, on a daemon thread.
 
-    The data stages (ingest, validate, split) keep one core busy with pandas and Arrow; meanwhile the
+    Ingest keeps one core busy with pandas and Arrow (or the database); meanwhile the
     other imports LightGBM, scikit-learn, MLflow and matplotlib and opens a local SQLite MLflow store
     (on a new project: creates its tables), which the model stages would otherwise do one after the
-    other. Imports are safe across threads (per-module import locks) and ``tracking.connect`` is
-    serialised. Best effort: any error is left for the stage that meets it to report.
+    other. It runs beside ingest only (the next stage waits for it): two threads importing the same
+    package tree at once can meet a partially initialised module (seen with Optuna's). Best effort: any
+    error is left for the stage that meets it to report.
     """
 
     def work() -> None:
