@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PROGRAM = "driftloop"
+# stages that import neither MLflow nor matplotlib: the warm-up thread may import those beside them
+DATA_STAGES = frozenset({"ingest", "validate", "split"})
 
 
 def in_process_available() -> bool:
@@ -109,13 +111,14 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
         parsed = [driftloop_args(c) for c in commands]
         if dry or any(a is None for a in parsed):
             return original(stage, dry=dry, run_env=run_env)
-        if not started:  # ingest imports none of the model stages' packages: warm those up meanwhile
+        command = parsed[0][:1]
+        if not started:  # the first stage that runs: warm the model stages' MLflow and plotting up meanwhile
             started.append(stage)
-            if parsed[0][:1] == ["ingest"]:
+            if command and command[0] in DATA_STAGES:
                 import driftloop.pipeline  # noqa: F401 - pandas and pyarrow, here, before the thread starts
 
                 warming.append(warm_up(Path(stage.repo.root_dir) / "params.yaml"))
-        else:  # later stages import those packages themselves: never two threads on one package tree
+        if not (command and command[0] in DATA_STAGES):  # the model stages import those packages themselves
             for thread in warming:
                 thread.join()
         echo(f"Running stage '{stage.addressing}' (in process):")
@@ -138,21 +141,21 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
 
 
 def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
-    """Import what the model stages need and open the MLflow store, on a daemon thread.
+    """Import MLflow and matplotlib and open the MLflow store, on a daemon thread.
 
-    Ingest keeps one core busy with pandas and Arrow (or the database); meanwhile the
-    other imports LightGBM, scikit-learn, MLflow and matplotlib and opens a local SQLite MLflow store
-    (on a new project: creates its tables), which the model stages would otherwise do one after the
-    other. It runs beside ingest only (the next stage waits for it): two threads importing the same
-    package tree at once can meet a partially initialised module (seen with Optuna's). Best effort: any
-    error is left for the stage that meets it to report.
+    The data stages (ingest, validate, split) keep one core busy with pandas, Arrow, pandera, LightGBM
+    and scikit-learn; meanwhile the other imports MLflow and matplotlib and opens a local SQLite MLflow
+    store (on a new project: creates its tables), which the model stages would otherwise do first.
+    The two import trees share nothing the data stages have not loaded before the thread starts (pandas,
+    NumPy): two threads importing one package tree at once can meet a partially initialised module (seen
+    with Optuna's), so the first model stage waits for the thread. Best effort: any error is left for the
+    stage that meets it to report.
     """
 
     def work() -> None:
         with contextlib.suppress(Exception):
-            import lightgbm  # noqa: F401
+            import matplotlib
             import mlflow  # noqa: F401
-            import sklearn.linear_model  # noqa: F401
 
             from driftloop import tracking
             from driftloop.config import load_params
@@ -160,8 +163,6 @@ def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
             params = load_params(Path(params_path))
             if params.base.tracking_uri.startswith("sqlite:"):  # a local file: no network to wait on
                 tracking.connect(params).search_experiments(max_results=1)
-            import matplotlib
-
             matplotlib.use("Agg")
             import matplotlib.pyplot  # noqa: F401
 
