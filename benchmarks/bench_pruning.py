@@ -2,7 +2,8 @@
 
 The same Optuna study (``driftloop.tune.tune``: seeded multivariate TPE, LightGBM defaults
 enqueued first, early stopping) is run in-process twice on the same data and seed, once with
-``tune.pruning: true`` (median pruner on LightGBM's validation metric) and once with
+``tune.pruning: true`` (``tune.pruner``: by default the best-curve pruner of ``driftloop.pruners``, on
+LightGBM's validation metric) and once with
 ``tune.pruning: false``; no MLflow, no DVC. Data: ``--rows`` simulated rows, the ID column
 dropped (as the validate stage does), the pipeline's split and preprocessing; the LightGBM
 datasets are built once per study, as in the tune stage.
@@ -15,7 +16,10 @@ Target (from the issue): >= 2x trials per minute with pruning at an equal or bet
 both studies) that pruning stopped although, unpruned, they beat the pruned study's best; and an
 **equal-time** leg (``--no-equal-time`` skips it): pruning on, given the time the unpruned study
 took (``tune.timeout_seconds``), to show the best score pruning reaches for the same compute.
-``--pruner-warmup`` tries another ``tune.pruner_warmup_rounds`` in the pruning legs. With
+``--pruner median`` runs Optuna's median pruner instead; ``--seeds 42,1,7`` repeats the whole
+comparison for each ``base.seed`` (data and study) and prints a summary: the best-of-30 score moves
+by several 1e-4 from one configuration to the next, so one seed cannot tell a pruner's cost apart
+from luck. ``--pruner-warmup`` tries another ``tune.pruner_warmup_rounds`` in the pruning legs. With
 ``--repeat N`` the two legs alternate in order (ABBA...) and medians are reported (the machine
 is shared: read ratios, not absolute times).
 
@@ -24,6 +28,7 @@ Usage::
     .venv/bin/python benchmarks/bench_pruning.py                          # 100k rows, 30 trials
     .venv/bin/python benchmarks/bench_pruning.py --rows 20000 --trials 10 # quick
     .venv/bin/python benchmarks/bench_pruning.py --repeat 2 --json out.json
+    .venv/bin/python benchmarks/bench_pruning.py --num-threads 1 --seeds 42,1,7 --no-equal-time
 """
 
 from __future__ import annotations
@@ -155,25 +160,63 @@ def main(argv: list[str] | None = None) -> dict:
         help="override tune.pruner_warmup_rounds (pruning legs only), to try a less aggressive pruner",
     )
     ap.add_argument(
+        "--pruner",
+        choices=("best_curve", "median"),
+        default=None,
+        help="override tune.pruner in the pruning legs (default: params.yaml)",
+    )
+    ap.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated base.seed values (data and study): the whole comparison per seed, then a summary",
+    )
+    ap.add_argument(
         "--no-equal-time",
         action="store_true",
         help="skip the equal-time leg (pruning on, with the time the unpruned study took)",
     )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
+    if not args.seeds:
+        return compare(args, {})
+    results = []
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        print(f"\n######## base.seed = {seed}")
+        results.append(compare(args, {"base.seed": seed}, json_path=None))
+    print("\n== Summary over seeds (pruning on vs off, same number of trials)")
+    print(f"  {'seed':>6}{'best on':>10}{'best off':>10}{'on - off':>10}{'trials/min x':>14}{'rounds x':>10}")
+    for r in results:
+        on, off = r["legs"]["pruning_on"][0], r["legs"]["pruning_off"][0]
+        print(
+            f"  {r['seed']:>6}{r['best_on']:10.5f}{r['best_off']:10.5f}{r['best_on'] - r['best_off']:+10.5f}"
+            f"{r['speedup']:13.2f}x{off['rounds'] / on['rounds']:9.2f}x"
+        )
+    mean = statistics.mean
+    print(
+        f"  {'mean':>6}{'':>20}{mean(r['best_on'] - r['best_off'] for r in results):+10.5f}"
+        f"{mean(r['speedup'] for r in results):13.2f}x"
+    )
+    summary = {"benchmark": "pruning", "seeds": results}
+    C.write_json(args.json, summary)
+    return summary
 
-    overrides = {"simulate.n_rows": args.rows, "tune.n_trials": args.trials, "tune.storage": "memory"}
+
+def compare(args, seed_override: dict, json_path: Path | None | bool = True) -> dict:
+    overrides = {"simulate.n_rows": args.rows, "tune.n_trials": args.trials, "tune.storage": "memory", **seed_override}
     if args.num_threads is not None:
         overrides["tune.num_threads"] = args.num_threads
     on_overrides = dict(overrides)
     if args.pruner_warmup is not None:
         on_overrides["tune.pruner_warmup_rounds"] = args.pruner_warmup
+    if args.pruner is not None:
+        on_overrides["tune.pruner"] = args.pruner
     params = C.effective_params(on_overrides)
     tp = params.tune
     m = C.machine()
     print(
         f"# bench_pruning: {args.rows:,} rows, {args.trials} trials per study, num_threads={tp.num_threads}, "
-        f"max_rounds={tp.max_rounds}, early_stopping={tp.early_stopping_rounds}; pruner: median, "
+        f"max_rounds={tp.max_rounds}, early_stopping={tp.early_stopping_rounds}; pruner: {tp.pruner}"
+        f"{f' (margin {tp.pruner_margin})' if tp.pruner == 'best_curve' else ''}, seed {params.base.seed}, "
         f"startup_trials={tp.pruner_startup_trials}, warmup_rounds={tp.pruner_warmup_rounds}, "
         f"report_every={tp.report_every}; sampler: TPE, startup_trials={tp.n_startup_trials}"
     )
@@ -261,6 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     result = {
         "benchmark": "pruning",
+        "seed": params.base.seed,
         "machine": m,
         "rows": args.rows,
         "trials": args.trials,
@@ -275,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
         "legs": {"pruning_on": legs[True], "pruning_off": legs[False]},
         "equal_time": equal_time,
     }
-    C.write_json(args.json, result)
+    if json_path:
+        C.write_json(args.json, result)
     return result
 
 

@@ -125,6 +125,10 @@ class TuneParams(_Section):
     max_rounds: int = Field(1000, ge=10)
     early_stopping_rounds: int = Field(50, ge=5)
     pruning: bool = True
+    # best_curve: prune a trial clearly behind the best finished trial at the same round (driftloop.pruners);
+    # median: Optuna's median pruner (more trials per minute, and a lower best score: benchmarks/README.md)
+    pruner: Literal["best_curve", "median"] = "best_curve"
+    pruner_margin: float = Field(0.006, ge=0, le=1)  # best_curve: tolerated shortfall, a fraction of the best's value
     pruner_startup_trials: int = Field(5, ge=0)
     pruner_warmup_rounds: int = Field(30, ge=0)
     report_every: int = Field(5, ge=1)

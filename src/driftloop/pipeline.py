@@ -164,7 +164,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     import optuna  # noqa: F401
 
     from driftloop import tracking
-    from driftloop.tune import BackgroundCallback, tune
+    from driftloop.tune import BackgroundCallback, can_yield_cpu, tune, yield_cpu
 
     splits = read_splits(split_dir, ("train", "valid"))  # the test split is not tune's input (nor a dvc.yaml dep)
     task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
@@ -179,13 +179,17 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
         trial_logger = tracking.TrialLogger(client, parent.info.experiment_id, parent.info.run_id, tags)
         return client, parent.info.run_id, trial_logger, champion_params(client, params)
 
-    # With a core LightGBM leaves idle (tune.num_threads below the core count), MLflow's side runs on a worker
-    # thread: set up while the first trial fits (LightGBM releases the GIL while it boosts), then each
-    # trial's nested run written while the next one fits. With every core boosting, a busy extra thread
-    # stalls LightGBM's OpenMP threads (measured: +25 % on the trial fits), so it all runs in line instead.
-    overlap = 0 < params.tune.num_threads < (os.cpu_count() or 1)
+    # MLflow's side runs on a worker thread: set up while the first trial fits (LightGBM releases the GIL
+    # while it boosts), then each trial's nested run written while the next one fits. With LightGBM on
+    # every core, that thread runs at the lowest CPU priority (tune.yield_cpu()): at normal priority it took
+    # a core from LightGBM's OpenMP threads, which all wait for each other (measured +25 % on the trial
+    # fits). Where a thread cannot be lowered (not Linux), MLflow then stays in line.
+    all_cores = not 0 < params.tune.num_threads < (os.cpu_count() or 1)
+    overlap = not all_cores or can_yield_cpu()
     if overlap:
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-mlflow")
+        pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="driftloop-mlflow", initializer=yield_cpu if all_cores else None
+        )
         mlflow_side = pool.submit(setup)
         pool.submit(_import_plotting)  # the study plots' imports, after the set-up, while trials fit
         pool.shutdown(wait=False)
@@ -199,7 +203,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     callbacks = []
     logger = None
     if log_trials:
-        logger = BackgroundCallback(log_trial) if overlap else None
+        logger = BackgroundCallback(log_trial, yield_cpu=all_cores) if overlap else None
         callbacks.append(logger or log_trial)
     if progress is not None:
         callbacks.append(progress)
@@ -454,7 +458,14 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
             champion = reg.load_version(name, champion_mv.version)
         except Exception as exc:  # an unloadable champion must not block: the new model becomes challenger
             error = f"{type(exc).__name__}: {exc}"
-    decision = reg.decide(model, champion, str(champion_mv.version) if champion_mv else None, test, params, error)
+    evaluated = json.loads(Path(metrics).read_text()) if Path(metrics).exists() else {}
+    test_metrics = evaluated.get("test", {})
+    known = None  # the evaluate stage's value of the gate metric, if it scored this model on these test rows
+    if evaluated.get("rows") == len(test) and evaluated.get("task") == model.task:
+        known = test_metrics.get(reg.gate_metric(params, model.task))
+    decision = reg.decide(
+        model, champion, str(champion_mv.version) if champion_mv else None, test, params, error, new_value=known
+    )
 
     # nothing has been written to the registry up to here
     run_id = _ensure_run(client, params, info)
@@ -465,7 +476,6 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
     with _quiet():
         model_info = tracking.log_model(client, run_id, model, sample)
     _log_reference(client, run_id, reference)
-    test_metrics = json.loads(Path(metrics).read_text())["test"] if Path(metrics).exists() else {}
     tags = {
         **tracking.lineage_tags(params, paths),
         f"{tracking.TAG}train_run_id": run_id,

@@ -188,15 +188,23 @@ def decide(
     test_df: pd.DataFrame,
     params: Params,
     champion_error: str | None = None,
+    new_value: float | None = None,
 ) -> Decision:
-    """Compare the new model with the champion on the same test set (no writes)."""
+    """Compare the new model with the champion on the same test set (no writes).
+
+    ``new_value``: the new model's gate metric on this test set when the caller has it already (the
+    evaluate stage's metrics); the new model then scores the test rows only if there is a champion to
+    compare it with (the paired bootstrap needs the scores row by row).
+    """
     from driftloop.evaluate import metric_value
 
     task, rp = new.task, params.register
     metric = gate_metric(params, task)
     y = new.encoder.encode(test_df[new.target])
-    new_scores = new.predict_scores(test_df)
-    new_value = metric_value(task, metric, y, new_scores, new.threshold)
+    new_scores = None
+    if champion is not None or new_value is None:
+        new_scores = new.predict_scores(test_df)
+        new_value = metric_value(task, metric, y, new_scores, new.threshold)
     base = {"metric": metric, "new_value": new_value, "test_rows": len(test_df), "champion_version": champion_version}
     if champion_version is None:
         return Decision(CHAMPION, "first model: no current champion", **base)
@@ -248,7 +256,7 @@ def load_version(name: str, version: str) -> DriftloopModel:
 
     # suppress_warnings: skip the check of the model's pip requirements against the installed distributions
     # (a scan of site-packages, ~1-2 s, cached per process) and the Python-version warning: warnings only.
-    # (The register stage still pays the scan once: mlflow.pyfunc.log_model runs it with no opt-out.)
+    # (mlflow.pyfunc.log_model runs that scan with no opt-out; `driftloop run` does it on its warm-up thread.)
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}", suppress_warnings=True).unwrap_python_model().model
 
 

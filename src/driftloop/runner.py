@@ -141,7 +141,7 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
 
 
 def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
-    """Import MLflow and matplotlib and open the MLflow store, on a daemon thread.
+    """Import MLflow and matplotlib, open the MLflow store and map MLflow's requirements, on a daemon thread.
 
     The data stages (ingest, validate, split) keep one core busy with pandas, Arrow, pandera, LightGBM
     and scikit-learn; meanwhile the other imports MLflow and matplotlib and opens a local SQLite MLflow
@@ -165,6 +165,13 @@ def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
                 tracking.connect(params).search_experiments(max_results=1)
             matplotlib.use("Agg")
             import matplotlib.pyplot  # noqa: F401
+
+            # logging a pyfunc model checks its requirements against the installed distributions; MLflow
+            # maps modules to distributions once per process by reading every installed package's
+            # metadata (~1 s): build that map now, while a core is idle (a private helper: skipped if renamed)
+            from mlflow.utils import requirements_utils
+
+            getattr(requirements_utils, "_init_packages_to_modules_map", lambda: None)()
 
     thread = threading.Thread(target=work, name="driftloop-warm-up", daemon=True)
     thread.start()

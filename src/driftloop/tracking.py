@@ -68,6 +68,7 @@ def lineage_tags(params: Params, data: dict[str, str | Path]) -> dict[str, str]:
 
 
 _CONNECT_LOCK = threading.Lock()
+_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 def connect(params: Params):
@@ -81,9 +82,20 @@ def connect(params: Params):
 
     uri = params.base.tracking_uri
     with _CONNECT_LOCK:
-        mlflow.set_tracking_uri(uri)
-        if params.base.registry_uri:
-            mlflow.set_registry_uri(params.base.registry_uri)
+        # MLflow exports the URIs to os.environ for child processes; those are the very variables
+        # load_params reads as a user's override, so the next params file loaded in this process (a
+        # Prefect flow, a test, the demo) would silently take this one's store. Put the environment back.
+        saved = {var: os.environ.get(var) for var in _URI_VARS}
+        try:
+            mlflow.set_tracking_uri(uri)
+            if params.base.registry_uri:
+                mlflow.set_registry_uri(params.base.registry_uri)
+        finally:
+            for var, value in saved.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
         return MlflowClient(tracking_uri=uri, registry_uri=params.base.registry_uri)
 
 

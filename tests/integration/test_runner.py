@@ -68,6 +68,50 @@ def test_the_dvc_hook_exists_in_the_installed_dvc():
     assert runner.in_process_available()
 
 
+def test_connecting_leaves_no_uri_behind_for_the_next_params_file(tmp_path, monkeypatch):
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; load_params reads that variable as a user's
+    # override, so without care the second project loaded in one process would log to the first one's store
+    from conftest import small_params
+
+    from driftloop import tracking
+    from driftloop.config import load_params
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        write_params(d / "params.yaml", small_params(d, **{"base.registry_uri": f"sqlite:///{d / 'registry.db'}"}))
+    tracking.connect(load_params(a / "params.yaml"))
+    second = load_params(b / "params.yaml")
+    assert second.base.tracking_uri == f"sqlite:///{b / 'mlflow.db'}"
+    assert second.base.registry_uri == f"sqlite:///{b / 'registry.db'}"
+    import mlflow
+
+    assert mlflow.get_tracking_uri() == f"sqlite:///{a / 'mlflow.db'}"  # MLflow itself still points at a
+
+    # a user's own override survives connecting
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'user.db'}")
+    tracking.connect(second)
+    assert load_params(a / "params.yaml").base.tracking_uri == f"sqlite:///{tmp_path / 'user.db'}"
+
+
+def test_warm_up_opens_the_store_and_maps_mlflows_requirements(tmp_path, monkeypatch):
+    import sqlite3
+
+    from conftest import small_params
+    from mlflow.utils import requirements_utils
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store is the params file's
+    write_params(tmp_path / "params.yaml", small_params(tmp_path))
+    requirements_utils._MODULES_TO_PACKAGES = None  # as in a new process
+    runner.warm_up(tmp_path / "params.yaml").join(timeout=120)
+    assert requirements_utils._MODULES_TO_PACKAGES  # log_model's requirement check will not scan site-packages
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:  # the store exists, with MLflow's tables
+        tables = {r[0] for r in db.execute("select name from sqlite_master where type = 'table'")}
+    assert {"experiments", "runs", "registered_models"} <= tables
+
+
 @pytest.mark.parametrize(
     ("cmd", "args"),
     [

@@ -325,6 +325,31 @@ def test_decide_without_champion(trained, splits):
     assert d.improvement is None
 
 
+def test_decide_takes_the_evaluate_stage_value_and_rescores_only_against_a_champion(trained, worse, splits):
+    from driftloop.evaluate import compute_metrics
+
+    model, test = trained.model, splits["test"]
+    evaluated = compute_metrics(
+        model.task, model.encoder.encode(test[model.target]), model.predict_scores(test), model.threshold
+    )
+    assert decide(model, None, None, test, make_params()).new_value == evaluated["roc_auc"]  # the same figure
+
+    class Counting(type(model)):
+        calls = 0
+
+        def predict_scores(self, df):
+            type(self).calls += 1
+            return super().predict_scores(df)
+
+    counted = copy.copy(model)
+    counted.__class__ = Counting
+    first = decide(counted, None, None, test, make_params(), new_value=evaluated["roc_auc"])
+    assert (first.alias, first.new_value, Counting.calls) == (CHAMPION, evaluated["roc_auc"], 0)  # nothing rescored
+    against = decide(counted, worse, "3", test, make_params(), new_value=0.123)
+    assert Counting.calls == 1  # the bootstrap needs the scores row by row: computed, and they set the value
+    assert against.new_value == pytest.approx(evaluated["roc_auc"]) and against.alias == CHAMPION
+
+
 def test_decide_worse_champion_is_replaced(trained, worse, splits):
     d = decide(trained.model, worse, "3", splits["test"], make_params())
     assert d.alias == CHAMPION

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from driftloop.tune import BackgroundCallback
+from driftloop.tune import BackgroundCallback, can_yield_cpu
 
 
 def test_background_callback_runs_every_trial_in_order_off_the_calling_thread():
@@ -49,3 +49,26 @@ def test_background_callback_reraises_the_first_error():
     assert calls == [0, 1]
     with pytest.raises(RuntimeError, match="unreachable"):  # later trials fail fast instead of logging nothing
         cb(None, 3)
+
+
+@pytest.mark.skipif(not can_yield_cpu(), reason="per-thread nice values are a Linux feature")
+def test_yield_cpu_lowers_only_the_calling_thread():
+    import os
+
+    seen = {}
+
+    def work(study, trial):
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    cb = BackgroundCallback(work, yield_cpu=True)
+    cb("study", 0)
+    cb.close()
+    assert seen["nice"] == 19  # the logging thread gives way to LightGBM's threads
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the caller is untouched
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # and so is the process
+
+    cb = BackgroundCallback(work)
+    cb("study", 1)
+    cb.close()
+    assert seen["nice"] == before  # by default the worker keeps the normal priority
