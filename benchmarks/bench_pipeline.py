@@ -6,7 +6,7 @@ the repo's ``params.yaml``:
 
 1. **bare** - one Python process (this file with ``--bare-worker``) doing the same LightGBM work with
    no DVC, MLflow or CLI around it: the same simulated rows (the ID column dropped as the validate
-   stage drops it), the same split and preprocessing, the same seeded Optuna study (TPE + median
+   stage drops it), the same split and preprocessing, the same seeded Optuna study (TPE + the configured
    pruner, LightGBM defaults enqueued first, no MLflow callback), then the final refit and the
    baselines (``driftloop.train.train``). Interpreter start and imports included. The issue's
    target compares the pipeline with this: ``<= 1.10 x``.

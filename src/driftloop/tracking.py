@@ -88,15 +88,15 @@ def connect(params: Params):
         saved = {var: os.environ.get(var) for var in _URI_VARS}
         try:
             mlflow.set_tracking_uri(uri)
-            if params.base.registry_uri:
-                mlflow.set_registry_uri(params.base.registry_uri)
+            # None as well: a registry set for an earlier project in this process must not stick
+            mlflow.set_registry_uri(params.base.registry_uri)
         finally:
             for var, value in saved.items():
                 if value is None:
                     os.environ.pop(var, None)
                 else:
                     os.environ[var] = value
-        return MlflowClient(tracking_uri=uri, registry_uri=params.base.registry_uri)
+        return MlflowClient(tracking_uri=uri, registry_uri=params.base.registry_uri or uri)
 
 
 def experiment_id(client, name: str, params: Params) -> str:

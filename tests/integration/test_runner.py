@@ -90,6 +90,12 @@ def test_connecting_leaves_no_uri_behind_for_the_next_params_file(tmp_path, monk
 
     assert mlflow.get_tracking_uri() == f"sqlite:///{a / 'mlflow.db'}"  # MLflow itself still points at a
 
+    # a project without a registry URI has its registry in its tracking store, whatever came before
+    third = load_params(write_params(tmp_path / "c.yaml", small_params(tmp_path)))
+    assert third.base.registry_uri is None
+    client = tracking.connect(third)
+    assert mlflow.get_registry_uri() == client._registry_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
     # a user's own override survives connecting
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'user.db'}")
     tracking.connect(second)
