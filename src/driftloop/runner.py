@@ -27,6 +27,8 @@ import gc
 import inspect
 import os
 import shlex
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -140,17 +142,46 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
             thread.join(timeout=60)
 
 
+def new_sqlite_store(uri: str, cwd: str | os.PathLike = ".") -> Path | None:
+    """The file of a local SQLite MLflow store that does not exist yet (None for anything else)."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a server, another database, or in-memory SQLite ("sqlite://")
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    path = path if path.is_absolute() else Path(cwd) / path
+    return None if path.exists() else path
+
+
+# Creates a store's tables: the MLflow client runs its Alembic migrations on first use of a new database.
+_CREATE_STORE = "import sys; from mlflow.tracking import MlflowClient; MlflowClient(sys.argv[1]).search_experiments()"
+
+
 def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
     """Import MLflow and matplotlib, open the MLflow store and map MLflow's requirements, on a daemon thread.
 
     The data stages (ingest, validate, split) keep one core busy with pandas, Arrow, pandera, LightGBM
-    and scikit-learn; meanwhile the other imports MLflow and matplotlib and opens a local SQLite MLflow
-    store (on a new project: creates its tables), which the model stages would otherwise do first.
-    The two import trees share nothing the data stages have not loaded before the thread starts (pandas,
-    NumPy): two threads importing one package tree at once can meet a partially initialised module (seen
-    with Optuna's), so the first model stage waits for the thread. Best effort: any error is left for the
-    stage that meets it to report.
+    and scikit-learn; meanwhile MLflow and matplotlib are imported and the local SQLite MLflow store is
+    opened, which the model stages would otherwise do first. Imports on a thread share the interpreter
+    lock with the data stages, so a new store's tables (MLflow's Alembic migrations: ~2 s of pure
+    Python) are created by a child process on the idle core instead; the thread opens the store once
+    that process is done. The two import trees share nothing the data stages have not loaded before
+    the thread starts (pandas, NumPy): two threads importing one package tree at once can meet a
+    partially initialised module (seen with Optuna's), so the first model stage waits for the thread.
+    Best effort: any error (the child's included) is left for the stage that meets it to report.
     """
+    params_path = Path(params_path)
+    creating: subprocess.Popen | None = None
+    with contextlib.suppress(Exception):
+        from driftloop.config import load_params
+
+        uri = load_params(params_path).base.tracking_uri
+        if new_sqlite_store(uri, params_path.parent) is not None:
+            creating = subprocess.Popen(
+                [sys.executable, "-c", _CREATE_STORE, uri],
+                cwd=params_path.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
     def work() -> None:
         with contextlib.suppress(Exception):
@@ -160,9 +191,6 @@ def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
             from driftloop import tracking
             from driftloop.config import load_params
 
-            params = load_params(Path(params_path))
-            if params.base.tracking_uri.startswith("sqlite:"):  # a local file: no network to wait on
-                tracking.connect(params).search_experiments(max_results=1)
             matplotlib.use("Agg")
             import matplotlib.pyplot  # noqa: F401
 
@@ -172,6 +200,12 @@ def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
             from mlflow.utils import requirements_utils
 
             getattr(requirements_utils, "_init_packages_to_modules_map", lambda: None)()
+
+            if creating is not None:
+                creating.wait()
+            params = load_params(params_path)
+            if params.base.tracking_uri.startswith("sqlite:"):  # a local file: no network to wait on
+                tracking.connect(params).search_experiments(max_results=1)
 
     thread = threading.Thread(target=work, name="driftloop-warm-up", daemon=True)
     thread.start()

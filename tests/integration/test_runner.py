@@ -102,6 +102,15 @@ def test_connecting_leaves_no_uri_behind_for_the_next_params_file(tmp_path, monk
     assert load_params(a / "params.yaml").base.tracking_uri == f"sqlite:///{tmp_path / 'user.db'}"
 
 
+def test_only_a_new_local_sqlite_store_is_created_by_a_child_process(tmp_path):
+    (tmp_path / "old.db").touch()
+    assert runner.new_sqlite_store("sqlite:///mlflow.db", tmp_path) == tmp_path / "mlflow.db"
+    assert runner.new_sqlite_store(f"sqlite:///{tmp_path / 'x.db'}", "/") == tmp_path / "x.db"
+    assert runner.new_sqlite_store("sqlite:///old.db?timeout=5", tmp_path) is None  # exists: just opened
+    for uri in ("sqlite://", "http://127.0.0.1:5000", "postgresql://postgres@127.0.0.1/test", "file:./mlruns"):
+        assert runner.new_sqlite_store(uri, tmp_path) is None
+
+
 def test_warm_up_opens_the_store_and_maps_mlflows_requirements(tmp_path, monkeypatch):
     import sqlite3
 
