@@ -19,13 +19,13 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from driftloop.config import environ
 from driftloop.errors import DriftloopError
 
 FLOW_RUN_ENV = "DRIFTLOOP_PREFECT_FLOW_RUN_ID"  # read by driftloop.tracking.start_run in the stage processes
@@ -45,25 +45,6 @@ def retry_unless_bad_input(task, task_run, state) -> bool:
         except Exception:  # the result cannot be read: assume transient
             return True
     return not isinstance(exc, DriftloopError)
-
-
-@contextlib.contextmanager
-def environ(**values: str | None) -> Iterator[None]:
-    """Set (or, with None, remove) environment variables for the block; restore them afterwards."""
-    old = {k: os.environ.get(k) for k in values}
-    try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def load_project_params(project: Path, params_path: str | Path):

@@ -7,10 +7,12 @@ the key. Only connection settings may be overridden from the environment (see
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -284,3 +286,22 @@ def load_params(path: str | Path = "params.yaml", env: dict[str, str] | None = N
 
 def params_schema() -> dict[str, Any]:
     return Params.model_json_schema(by_alias=True)
+
+
+@contextlib.contextmanager
+def environ(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, remove) environment variables for the block; restore them afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

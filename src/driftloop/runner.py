@@ -169,11 +169,12 @@ def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
     Best effort: any error (the child's included) is left for the stage that meets it to report.
     """
     params_path = Path(params_path)
-    creating: subprocess.Popen | None = None
+    params, creating = None, None
     with contextlib.suppress(Exception):
         from driftloop.config import load_params
 
-        uri = load_params(params_path).base.tracking_uri
+        params = load_params(params_path)
+        uri = params.base.tracking_uri
         if new_sqlite_store(uri, params_path.parent) is not None:
             creating = subprocess.Popen(
                 [sys.executable, "-c", _CREATE_STORE, uri],
@@ -189,7 +190,6 @@ def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
             import mlflow  # noqa: F401
 
             from driftloop import tracking
-            from driftloop.config import load_params
 
             matplotlib.use("Agg")
             import matplotlib.pyplot  # noqa: F401
@@ -203,8 +203,7 @@ def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
 
             if creating is not None:
                 creating.wait()
-            params = load_params(params_path)
-            if params.base.tracking_uri.startswith("sqlite:"):  # a local file: no network to wait on
+            if params is not None and params.base.tracking_uri.startswith("sqlite:"):  # no network to wait on
                 tracking.connect(params).search_experiments(max_results=1)
 
     thread = threading.Thread(target=work, name="driftloop-warm-up", daemon=True)

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from driftloop.config import Params
+from driftloop.config import Params, environ
 
 TAG = "driftloop."  # prefix of every tag driftloop writes
 
@@ -85,17 +85,10 @@ def connect(params: Params):
         # MLflow exports the URIs to os.environ for child processes; those are the very variables
         # load_params reads as a user's override, so the next params file loaded in this process (a
         # Prefect flow, a test, the demo) would silently take this one's store. Put the environment back.
-        saved = {var: os.environ.get(var) for var in _URI_VARS}
-        try:
+        with environ(**{var: os.environ.get(var) for var in _URI_VARS}):
             mlflow.set_tracking_uri(uri)
             # None as well: a registry set for an earlier project in this process must not stick
             mlflow.set_registry_uri(params.base.registry_uri)
-        finally:
-            for var, value in saved.items():
-                if value is None:
-                    os.environ.pop(var, None)
-                else:
-                    os.environ[var] = value
         return MlflowClient(tracking_uri=uri, registry_uri=params.base.registry_uri or uri)
 
 
