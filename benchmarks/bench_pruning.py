@@ -183,18 +183,27 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in [int(x) for x in args.seeds.split(",")]:
         print(f"\n######## base.seed = {seed}")
         results.append(compare(args, {"base.seed": seed}, json_path=None))
-    print("\n== Summary over seeds (pruning on vs off, same number of trials)")
-    print(f"  {'seed':>6}{'best on':>10}{'best off':>10}{'on - off':>10}{'trials/min x':>14}{'rounds x':>10}")
+    eq = all(r["equal_time"] for r in results)
+    print("\n== Summary over seeds (pruning on vs off, same number of trials; equal time: pruning on, same seconds)")
+    print(
+        f"  {'seed':>6}{'best on':>10}{'best off':>10}{'on - off':>10}{'trials/min x':>14}{'rounds x':>10}"
+        + (f"{'equal time: trials':>20}{'best':>9}{'- off':>10}" if eq else "")
+    )
     for r in results:
         on, off = r["legs"]["pruning_on"][0], r["legs"]["pruning_off"][0]
-        print(
+        line = (
             f"  {r['seed']:>6}{r['best_on']:10.5f}{r['best_off']:10.5f}{r['best_on'] - r['best_off']:+10.5f}"
             f"{r['speedup']:13.2f}x{off['rounds'] / on['rounds']:9.2f}x"
         )
+        if eq:
+            e = r["equal_time"]
+            line += f"{e['trials']:>20d}{e['best_value']:9.5f}{e['best_value'] - r['best_off']:+10.5f}"
+        print(line)
     mean = statistics.mean
     print(
         f"  {'mean':>6}{'':>20}{mean(r['best_on'] - r['best_off'] for r in results):+10.5f}"
         f"{mean(r['speedup'] for r in results):13.2f}x"
+        + (f"{'':>30}{mean(r['equal_time']['best_value'] - r['best_off'] for r in results):+10.5f}" if eq else "")
     )
     summary = {"benchmark": "pruning", "seeds": results}
     C.write_json(args.json, summary)

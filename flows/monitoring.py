@@ -120,14 +120,23 @@ def _unreadable(params, batch: str, exc: Exception) -> dict[str, Any]:
 
 
 def _retrain(params, project: Path, batch_id: str, df, result: dict) -> dict[str, Any]:
+    from driftloop import loop
+
     logger = get_run_logger()
+    snapshot = loop.PipelineSnapshot.take(project)
     try:
         labeled = add_labeled_batch(params, batch_id, df, str(project))
     except DataError as exc:  # no labels: nothing to retrain on
         logger.warning("retrain skipped: %s", exc)
         return {"skipped": str(exc)}
-    # the DVC stages read the project's params.yaml (dvc.yaml), whatever this flow was given
-    reg = training_flow(project=str(project))
+    try:
+        # the DVC stages read the project's params.yaml (dvc.yaml), whatever this flow was given
+        reg = training_flow(project=str(project))
+    except BaseException:  # a failed retraining changes nothing, and the next run does not meet the batch again
+        loop.withdraw_labeled_batch(labeled, project)
+        snapshot.restore()
+        logger.warning("retraining failed: batch %s withdrawn, dvc.lock and outputs restored", batch_id)
+        raise
     info: dict[str, Any] = {
         "labeled_batch": labeled,
         "training_flow_run_id": reg["pipeline"]["flow_run_id"],

@@ -7,6 +7,7 @@ here ever moves a registry alias: only the register stage (through the gate) and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import glob
 import hashlib
@@ -16,6 +17,7 @@ import os
 import re
 import tempfile
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -366,6 +368,79 @@ def add_labeled_batch(params: Params, batch_id: str, batch: pd.DataFrame, projec
     with Repo(str(project)) as repo:
         repo.add(str(path.relative_to(project)) if Path(project) != Path(".") else str(path))
     return path
+
+
+@dataclass
+class PipelineSnapshot:
+    """What a retraining run can change in a project: ``dvc.lock`` and the outputs DVC does not cache
+    (small reports); the cached outputs come back from DVC's cache through ``dvc.lock``."""
+
+    project: Path
+    lock: bytes | None
+    uncached: dict[Path, bytes | None]
+
+    @classmethod
+    def take(cls, project: str | Path = ".") -> PipelineSnapshot:
+        from dvc.repo import Repo
+
+        project = Path(project).resolve()
+        lock = project / "dvc.lock"
+        with Repo(str(project)) as repo:
+            paths = [Path(out.fs_path) for out in repo.index.outs if not out.use_cache]
+        return cls(
+            project,
+            lock.read_bytes() if lock.exists() else None,
+            {path: path.read_bytes() if path.is_file() else None for path in paths},
+        )
+
+    def restore(self) -> None:
+        """Put ``dvc.lock`` and every pipeline output back as they were when the snapshot was taken."""
+        from dvc.repo import Repo
+
+        from driftloop.data.ingest import write_bytes_atomic
+
+        lock = self.project / "dvc.lock"
+        if (lock.read_bytes() if lock.exists() else None) == self.lock:
+            return  # no stage finished with the batch (outputs are written atomically): nothing moved
+        for path, data in [(lock, self.lock), *self.uncached.items()]:
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_bytes_atomic(data, path)
+        with Repo(str(self.project)) as repo:
+            repo.checkout(force=True)  # the cached outputs (data, splits, models) of the restored dvc.lock
+
+
+def withdraw_labeled_batch(path: str | Path, project: str | Path = ".") -> None:
+    """Undo ``add_labeled_batch``: the batch file, its ``.dvc`` file and its ``.gitignore`` entry go."""
+    from dvc.repo import Repo
+
+    project = Path(project).resolve()
+    path = Path(path) if Path(path).is_absolute() else project / path
+    dvcfile = path.with_name(f"{path.name}.dvc")
+    if dvcfile.exists():
+        with Repo(str(project)) as repo:
+            repo.remove(str(dvcfile), outs=True)
+    path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def retraining(params: Params, batch_id: str, batch: pd.DataFrame, project: str | Path = ".") -> Iterator[Path]:
+    """Add the labeled batch for the retraining run inside the block; if the block fails, withdraw it.
+
+    A failed retraining changes nothing: the batch leaves ``ingest.labeled_dir`` (left there, a batch
+    the pipeline rejects would fail every later run), and ``dvc.lock`` and the pipeline's outputs are
+    restored if stages had already run with it. The registry is written by the register stage only,
+    the last one, and only when every stage before it succeeded.
+    """
+    snapshot = PipelineSnapshot.take(project)
+    path = add_labeled_batch(params, batch_id, batch, project)
+    try:
+        yield path
+    except BaseException:
+        withdraw_labeled_batch(path, project)
+        snapshot.restore()
+        raise
 
 
 def link_retraining(client, params: Params, monitor_run_id: str | None, batch_id: str, register_result: dict) -> None:

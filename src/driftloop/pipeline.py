@@ -34,12 +34,9 @@ def _write_json(obj: Any, path: str | Path) -> None:
 
 
 def _atomic_pickle(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=5)
-    os.replace(tmp, path)
+    from driftloop.data.ingest import write_bytes_atomic
+
+    write_bytes_atomic(pickle.dumps(obj, protocol=5), path)
 
 
 def load_pickle(path: str | Path) -> Any:
@@ -582,13 +579,16 @@ def _quiet():
 def retrain_on(
     params: Params, batch_id: str, batch: pd.DataFrame, monitor_run_id: str | None = None, project: str | Path = "."
 ) -> dict:
-    """Add the labeled batch as a new DVC data version, reproduce the pipeline, link the audit trail."""
+    """Add the labeled batch as a new DVC data version, reproduce the pipeline, link the audit trail.
+
+    If the pipeline fails, the batch is withdrawn and ``dvc.lock`` and the outputs restored
+    (``loop.retraining``): the failure changes nothing, and the next run does not meet the batch again.
+    """
     from dvc.repo import Repo
 
     from driftloop import loop, tracking
 
-    loop.add_labeled_batch(params, batch_id, batch, project)
-    with Repo(str(project)) as repo:
+    with loop.retraining(params, batch_id, batch, project), Repo(str(project)) as repo:
         repo.reproduce()
     result = json.loads((Path(project) / _register_out(project)).read_text())
     loop.link_retraining(tracking.connect(params), params, monitor_run_id, batch_id, result)

@@ -208,7 +208,28 @@ def _aligned(df: pd.DataFrame, like: pd.DataFrame, path: Path) -> pd.DataFrame:
                 c for c in pd.unique(df[col].dropna()) if c not in set(like[col].cat.categories)
             ]
             df[col] = pd.Categorical(df[col].astype(object), categories=cats)
+    import pyarrow as pa
+
+    for field in pa.Schema.from_pandas(like, preserve_index=False):  # what the Parquet writer will cast to
+        if isinstance(like[field.name].dtype, pd.CategoricalDtype):
+            continue
+        try:
+            pa.array(df[field.name], from_pandas=True).cast(field.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise DataError(
+                f"{path}: labeled batch column '{field.name}' ({df[field.name].dtype}) does not fit the data's "
+                f"type {field.type}: {exc}"
+            ) from None
     return df
+
+
+def write_bytes_atomic(data: bytes, out: str | Path) -> None:
+    """Write ``data`` to ``out`` through a temporary file: readers see the old file or the new one."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
 
 
 def write_parquet_atomic(frames: Iterator[pd.DataFrame] | pd.DataFrame, out: str | Path) -> int:

@@ -407,3 +407,55 @@ def test_write_parquet_atomic_failure_mid_stream_keeps_old(tmp_path, out):
     with pytest.raises(RuntimeError):
         write_parquet_atomic(frames(), out)
     assert_untouched(out)
+
+
+# --------------------------------------------------------------------------- labeled batches (retraining)
+def _with_labeled(params: Params, labeled_dir) -> Params:
+    return params.model_copy(update={"ingest": params.ingest.model_copy(update={"labeled_dir": str(labeled_dir)})})
+
+
+def test_labeled_batches_are_appended_with_new_categories(tmp_path, out):
+    src = tmp_path / "d.csv"
+    frame().to_csv(src, index=False)
+    labeled = tmp_path / "labeled"
+    labeled.mkdir()
+    batch = frame(n=10, seed=1).assign(cat="new")
+    batch.loc[0, "x"] = np.nan  # a missing value in a numeric column is data, not an error
+    batch.to_parquet(labeled / "2025-01.parquet")
+    ingest(_with_labeled(make_params(src), labeled), out)
+    got = pd.read_parquet(out)
+    assert len(got) == 50
+    assert (got["cat"].astype(str).tail(10) == "new").all()
+
+
+@pytest.mark.parametrize("source", ["csv", "simulate"])
+def test_labeled_batch_missing_a_column_names_the_batch_and_column(tmp_path, out, source):
+    from driftloop.data.simulate import simulate
+
+    labeled = tmp_path / "labeled"
+    labeled.mkdir()
+    src = tmp_path / "d.csv"
+    frame().to_csv(src, index=False)
+    params = make_params(src, source=source, target="y" if source == "csv" else "default")
+    if source == "simulate":
+        params = params.model_copy(update={"simulate": params.simulate.model_copy(update={"n_rows": 200})})
+        batch = simulate(50, 3).drop(columns=["credit_score"])
+        missing = "credit_score"
+    else:
+        batch, missing = frame(n=10).drop(columns=["x"]), "x"
+    batch.to_parquet(labeled / "2025-02.parquet")
+    fails(_with_labeled(params, labeled), out, "2025-02.parquet", missing)
+
+
+def test_labeled_batch_with_text_in_a_numeric_column_names_the_batch_and_column(tmp_path, out):
+    from driftloop.data.simulate import simulate
+
+    labeled = tmp_path / "labeled"
+    labeled.mkdir()
+    batch = simulate(50, 3)
+    batch["annual_income"] = batch["annual_income"].round(2).astype(str)  # e.g. a CSV export read as text
+    batch.loc[batch.index[:3], "annual_income"] = "n/a"
+    batch.to_parquet(labeled / "2025-03.parquet")
+    params = make_params(tmp_path / "unused.csv", source="simulate", target="default")
+    params = params.model_copy(update={"simulate": params.simulate.model_copy(update={"n_rows": 200})})
+    fails(_with_labeled(params, labeled), out, "2025-03.parquet", "annual_income")

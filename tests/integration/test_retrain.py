@@ -1,0 +1,76 @@
+"""A retraining run that fails changes nothing (real DVC, MLflow): the labeled batch is withdrawn,
+``dvc.lock`` and the pipeline's outputs are restored, the registry is untouched, and the next run does
+not meet the batch again."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from conftest import BIN, run
+
+from driftloop import pipeline
+from driftloop.config import load_params
+from driftloop.data.simulate import simulate
+
+pytestmark = pytest.mark.slow
+
+OUTPUTS = (
+    "dvc.lock",
+    "data/raw.parquet",
+    "data/validated.parquet",
+    "data/split/train.parquet",
+    "reports/validation.json",
+    "models/model.pkl",
+    "reports/metrics.json",
+)
+
+
+def _state(proj: Path) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{proj / 'mlflow.db'}")
+    return {
+        "files": {p: hashlib.md5((proj / p).read_bytes()).hexdigest() for p in OUTPUTS},
+        "labeled": sorted(p.name for p in (proj / "data/labeled").iterdir()),
+        "versions": sorted(int(v.version) for v in client.search_model_versions("name = 'driftloop'")),
+        "aliases": dict(client.get_registered_model("driftloop").aliases),
+    }
+
+
+def _batch(seed: int = 5):
+    return simulate(1500, seed, start_date="2025-02-01", months=1)
+
+
+def test_a_failed_retraining_is_rolled_back(project, monkeypatch, capfd):
+    run(["driftloop", "run"], project)
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("PATH", BIN + os.pathsep + os.environ.get("PATH", ""))  # DVC runs `driftloop <stage>`
+    params = load_params("params.yaml")
+    before = _state(project)
+    assert before["versions"] == [1] and before["aliases"] == {"champion": 1}
+
+    # 1. the batch lacks a column: ingest rejects it, naming the batch and the column
+    with pytest.raises(Exception, match="ingest"):
+        pipeline.retrain_on(params, "2025-02", _batch().drop(columns=["credit_score"]), project=".")
+    assert _state(project) == before
+
+    # 2. a good batch, but the MLflow store is unreachable: ingest, validate and split succeed with the
+    # batch (dvc.lock and their outputs change), then tune fails: all of it is put back
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'params.yaml' / 'mlflow.db'}")  # not a dir
+    with pytest.raises(Exception, match="tune"):
+        pipeline.retrain_on(params, "2025-03", _batch(6), project=".")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert _state(project) == before
+    status = run(["dvc", "status"], project)
+    assert "up to date" in status.stdout, status.stdout
+
+    # 3. the same batch once the store is back: retraining works, and only then is the batch kept
+    result = pipeline.retrain_on(params, "2025-03", _batch(6), project=".")
+    assert result["registered"]
+    after = _state(project)
+    assert after["labeled"] == sorted([*before["labeled"], "2025-03.parquet", "2025-03.parquet.dvc", ".gitignore"])
+    assert after["versions"] == [1, 2]
