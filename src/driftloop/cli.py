@@ -272,13 +272,13 @@ def config(
     params: ParamsOpt = DEFAULT_PARAMS,
 ):
     """Print the effective configuration (after environment overrides), or its JSON schema."""
-    from driftloop.config import params_schema
+    from driftloop.config import mask_secrets, params_schema
 
     if schema:
         sys.stdout.write(json.dumps(params_schema(), indent=2) + "\n")
         return
-    p = _load(params)
-    sys.stdout.write(json.dumps(p.model_dump(mode="json", by_alias=True), indent=2) + "\n")
+    p = _load(params)  # passwords in connection URLs (params or environment) are shown as ***
+    sys.stdout.write(json.dumps(mask_secrets(p.model_dump(mode="json", by_alias=True)), indent=2) + "\n")
 
 
 @app.command()
@@ -303,7 +303,9 @@ def ui(
         "--backend-store-uri",
         p.base.tracking_uri,
     ]
-    out.print(f"MLflow UI on http://127.0.0.1:{port} (store: {p.base.tracking_uri}); Ctrl+C to stop")
+    from driftloop.config import mask_url
+
+    out.print(f"MLflow UI on http://127.0.0.1:{port} (store: {mask_url(p.base.tracking_uri)}); Ctrl+C to stop")
     raise typer.Exit(subprocess.call(cmd))
 
 

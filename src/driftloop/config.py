@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -305,3 +306,32 @@ def environ(**values: str | None) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+_SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "access_key")
+
+
+def mask_url(value: str) -> str:
+    """``scheme://user:secret@host/db?password=x`` → ``scheme://user:***@host/db?password=***``; other text unchanged.
+
+    For every place a connection setting may be shown: printed config, logs, error messages, MLflow tags.
+    """
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    scheme, _, rest = value.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")  # the last "@": a password may contain "@"
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    value = f"{scheme}://{authority}{slash}{path}"
+    keys = "|".join(_SECRET_QUERY_KEYS)
+    return re.sub(rf"([?&](?:{keys})=)[^&#\s]*", r"\1***", value, flags=re.IGNORECASE)
+
+
+def mask_secrets(obj: Any) -> Any:
+    """``mask_url`` applied to every string of a nested dict/list (e.g. a dumped ``Params``)."""
+    if isinstance(obj, dict):
+        return {k: mask_secrets(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [mask_secrets(v) for v in obj]
+    return mask_url(obj) if isinstance(obj, str) else obj
