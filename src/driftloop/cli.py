@@ -140,16 +140,30 @@ def tune(
 @handle_errors
 def tune_worker(
     split_dir: Annotated[Path, typer.Option("--split-dir", help="folder with train/valid.parquet")],
+    worker_index: Annotated[
+        int | None,
+        typer.Option(
+            "--worker-index",
+            min=0,
+            help="this worker's number: its sampler's seed is base.seed + N (default: numbered by the study)",
+        ),
+    ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ):
-    """Run trials of the shared study (tune.storage must be a database URL); start several in parallel."""
+    """Run trials of the shared study (tune.storage: a database URL or a journal file); start several at once.
+
+    The study ends with exactly tune.n_trials finished trials, however many workers share it.
+    """
+    from driftloop.config import mask_url
     from driftloop.errors import DriftloopError
     from driftloop.pipeline import run_tune_worker
 
     p = _load(params)
-    if "://" not in p.tune.storage:
-        raise DriftloopError(f"tune.storage must be a database URL for workers (got {p.tune.storage!r})")
-    n = run_tune_worker(p, str(split_dir))
+    if p.tune.storage == "memory":
+        raise DriftloopError(
+            f"tune.storage must be a database URL or a journal file for workers (got {mask_url(p.tune.storage)!r})"
+        )
+    n = run_tune_worker(p, str(split_dir), worker_index)
     out.print(f"tune-worker: study now has {n} finished trials")
 
 
@@ -259,9 +273,7 @@ def run(
     try:
         stages = runner.reproduce(target, force=force, in_process=in_process)
     except DvcException as exc:
-        cause = exc.__cause__
-        detail = f": {cause}" if cause is not None and not isinstance(cause, DvcException) else ""
-        raise DriftloopError(f"dvc repro failed: {exc}{detail}") from None
+        raise DriftloopError(f"dvc repro failed: {runner.explain(exc)}") from None
     out.print(f"run: {len(stages)} stage(s) ran" if stages else "run: everything up to date")
 
 

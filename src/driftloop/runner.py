@@ -49,6 +49,23 @@ def in_process_available() -> bool:
     return callable(fn) and list(inspect.signature(fn).parameters)[:3] == ["stage", "dry", "run_env"]
 
 
+def explain(exc: BaseException) -> str:
+    """The message of ``exc`` and of every distinct cause under it, outermost first.
+
+    DVC wraps the reason a stage could not run ("'data/raw.parquet' is busy ... (PID 123): driftloop run",
+    another process holding the lock) in "failed to reproduce 'ingest'"; users need the reason.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).strip()
+        if text and text not in parts:
+            parts.append(text)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return ": ".join(parts) or "unknown error"
+
+
 def driftloop_args(cmd: str) -> list[str] | None:
     """The arguments of a ``driftloop ...`` command line (None for any other command)."""
     try:

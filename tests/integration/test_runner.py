@@ -141,3 +141,38 @@ def test_warm_up_opens_the_store_and_maps_mlflows_requirements(tmp_path, monkeyp
 )
 def test_driftloop_args(cmd, args):
     assert runner.driftloop_args(cmd) == args
+
+
+def test_a_second_concurrent_run_names_the_process_that_holds_the_lock(project):
+    """Two `driftloop run` at once: the second stops, naming the first by PID, and changes nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["tune"].update(n_trials=200, max_rounds=2000, early_stopping_rounds=500)  # a tune stage that lasts
+    write_params(project / "params.yaml", p)
+    run(["driftloop", "run", "split"], project)
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = project / "first.log"
+    with log.open("w") as fh:
+        first = subprocess.Popen(["driftloop", "run"], cwd=project, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "Running stage 'tune'" not in log.read_text():
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        lock_before = (project / "dvc.lock").read_bytes()
+        second = run(["driftloop", "run"], project, check=False)
+        assert first.poll() is None, "the first run ended before the second tried: the test proves nothing"
+        assert second.returncode == 1
+        out = second.stdout + second.stderr
+        assert "is busy" in out and f"PID {first.pid}" in out, out
+        assert (project / "dvc.lock").read_bytes() == lock_before
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
