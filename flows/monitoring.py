@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 from pathlib import Path
 from typing import Any
 
@@ -53,43 +52,16 @@ def monitor(params, batch_id: str, df) -> dict[str, Any]:
     return loop.monitor_batch(params, batch_id, df)
 
 
-@task(
-    retries=len(RETRY_DELAYS),
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_unless_bad_input,
-    cache_policy=NO_CACHE,
-)
-def add_labeled_batch(params, batch_id: str, df, project: str) -> str:
-    from driftloop import loop
-
-    return str(loop.add_labeled_batch(params, batch_id, df, project))
-
-
-@task(
-    retries=len(RETRY_DELAYS),
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_unless_bad_input,
-    cache_policy=NO_CACHE,
-)
-def link_retraining(params, monitor_run_id: str | None, batch_id: str, register_result: dict) -> None:
-    from driftloop import loop, tracking
-
-    loop.link_retraining(tracking.connect(params), params, monitor_run_id, batch_id, register_result)
-
-
 def _unreadable(params, batch: str, exc: Exception) -> dict[str, Any]:
     """The result for a batch that cannot be read: status error, a summary file and an alert."""
     import datetime as dt
 
+    from driftloop import loop
     from driftloop.alerts import Alert, send_alert
     from driftloop.evaluate import write_json
 
     stem = Path(batch.split("?", 1)[0]).stem or "batch"
-    batch_id = (
-        re.sub(r"[^0-9A-Za-z_.-]+", "-", f"unreadable-{stem}").strip("-")[:60]
-        + "-"
-        + hashlib.sha1(batch.encode()).hexdigest()[:8]
-    )
+    batch_id = loop._safe_id(f"unreadable-{stem}")[:60] + "-" + hashlib.sha1(batch.encode()).hexdigest()[:8]
     reason = f"{type(exc).__name__}: {exc}"
     result: dict[str, Any] = {
         "batch_id": batch_id,
@@ -113,41 +85,44 @@ def _unreadable(params, batch: str, exc: Exception) -> dict[str, Any]:
         params.alerts,
     )
     result["alert"] = {"sent": outcome.sent, "errors": outcome.errors, "log": outcome.logged_to}
-    summary = Path(params.monitor.output_dir) / batch_id / "summary.json"
+    summary = loop.report_dir(params, batch_id) / "summary.json"
     result["summary_json"] = str(summary)
     write_json(result, summary)
     return result
 
 
 def _retrain(params, project: Path, batch_id: str, df, result: dict) -> dict[str, Any]:
+    """Retrain on the batch through the training flow (a subflow), write-ahead (``loop.retraining``): a failure
+    withdraws the batch and restores dvc.lock and the outputs; a killed run is finished at the next start."""
     from driftloop import loop
 
     logger = get_run_logger()
-    snapshot = loop.PipelineSnapshot.take(project)
     try:
-        labeled = add_labeled_batch(params, batch_id, df, str(project))
-    except DataError as exc:  # no labels: nothing to retrain on
+        with loop.retraining(
+            params,
+            batch_id,
+            df,
+            project,
+            monitor_run_id=result.get("mlflow_run_id"),
+            summary_json=result.get("summary_json"),
+        ) as txn:
+            # the DVC stages read the project's params.yaml (dvc.yaml), whatever this flow was given
+            reg = training_flow(project=str(project))
+            registered_now = reg["pipeline"]["registered_now"]
+            txn.registered(reg if registered_now else {"registered": False, "reason": reg.get("reason")})
+    except DataError as exc:  # no labels, or already in the training data: nothing to retrain on
         logger.warning("retrain skipped: %s", exc)
         return {"skipped": str(exc)}
-    try:
-        # the DVC stages read the project's params.yaml (dvc.yaml), whatever this flow was given
-        reg = training_flow(project=str(project))
-    except BaseException:  # a failed retraining changes nothing, and the next run does not meet the batch again
-        loop.withdraw_labeled_batch(labeled, project)
-        snapshot.restore()
+    except BaseException:
         logger.warning("retraining failed: batch %s withdrawn, dvc.lock and outputs restored", batch_id)
         raise
     info: dict[str, Any] = {
-        "labeled_batch": labeled,
+        **(txn.outcome or {}),
+        "labeled_batch": str(txn.path),
         "training_flow_run_id": reg["pipeline"]["flow_run_id"],
-        "registered": reg["pipeline"]["registered_now"],
+        "registered": registered_now,
     }
-    if reg["pipeline"]["registered_now"]:
-        link_retraining(params, result.get("mlflow_run_id"), batch_id, reg)
-        info.update(
-            model=reg["model"], version=reg["version"], alias=reg["alias"], reason=reg.get("decision", {}).get("reason")
-        )
-    else:
+    if not registered_now:
         info["reason"] = reg.get("reason") or "the pipeline registered no new version"
     return info
 
@@ -163,14 +138,22 @@ def _markdown(result: dict) -> str:
         ("MLflow run", f"`{result.get('mlflow_run_id') or '-'}`"),
         ("Champion", str(result.get("champion_version", "-"))),
     ]
-    if "drift" in result:
-        rows.append(("Drift share", f"{result['drift'].get('drift_share', 0):.0%}"))
+    if "drift" in result and result["status"] in ("ok", "warn", "retrain"):  # never beside a broken schema
+        drift = result["drift"]
+        rows.append(
+            ("Drift share", f"{drift.get('drift_share', 0):.0%} ({drift.get('n_drifted')}/{drift.get('n_columns')})")
+        )
+    perf = result.get("performance") or {}
+    if perf.get("value") is not None:
+        drop = "" if perf.get("drop") is None else f", drop {perf['drop']:+.4f}"
+        rows.append(("Performance", f"{perf['metric']} {perf['value']:.4f}{drop}"))
     if "alert" in result:
         rows.append(("Alert", "sent" if result["alert"].get("sent") else f"logged to {result['alert'].get('log')}"))
     retrain = result.get("retrain")
     if retrain:
-        if "version" in retrain:
-            text = f"version {retrain['version']} -> @{retrain['alias']} ({retrain.get('reason')})"
+        if retrain.get("version"):
+            promoted = "promoted" if retrain.get("promoted") else "not promoted"
+            text = f"version {retrain['version']} -> @{retrain['alias']}, {promoted} ({retrain.get('reason')})"
         else:
             text = retrain.get("error") or retrain.get("skipped") or retrain.get("reason") or "-"
         rows.append(("Retrain", text))
@@ -191,6 +174,11 @@ def monitoring_flow(
     flow_run_id = str(flow_run.get_id())
     with contextlib.chdir(root):
         params = load_project_params(root, params_path)
+        from driftloop import loop
+
+        recovered = loop.recover_retraining(root, params, if_running="skip")  # an interrupted retraining
+        if recovered:
+            logger.warning("recovered an interrupted retraining: %s", recovered)
         try:
             batch_id, df = read_batch(batch, params)
         except DriftloopError as exc:  # a bad batch is a monitoring result, not a crash
@@ -205,7 +193,8 @@ def monitoring_flow(
                     try:
                         result["retrain"] = _retrain(params, root, batch_id, df, result)
                     except Exception as exc:  # the training failed: report it, then fail this run
-                        result["retrain"] = {"error": f"{type(exc).__name__}: {exc}"}
+                        result["retrain"] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                        loop.record_retrain_outcome(result, result["retrain"])
                         create_markdown_artifact(
                             key="driftloop-monitoring",
                             markdown=_markdown(result),

@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 
 from driftloop.config import environ
 from driftloop.errors import DriftloopError
+from driftloop.runner import StageProgress
 
 FLOW_RUN_ENV = "DRIFTLOOP_PREFECT_FLOW_RUN_ID"  # read by driftloop.tracking.start_run in the stage processes
 ERROR_FILE_ENV = "DRIFTLOOP_ERROR_FILE"  # the CLI writes a bad-input error there (driftloop.cli.handle_errors)
@@ -124,9 +125,12 @@ def reproduce_stage(project: str, stage: str, target: str, force: bool = False) 
                 if bad is not None:  # not retried (retry_unless_bad_input)
                     raise bad from exc
                 raise
-    ran = bool(done)
-    logger.info("stage %s: %s", stage, "ran" if ran else "unchanged, skipped")
-    return {"stage": stage, "ran": ran}
+    # an always_changed stage (the source fingerprint) runs every time and changes nothing of its own: it is
+    # not counted as run, as in `driftloop run` (what it found changed shows as ingest running)
+    ran = any(not getattr(s, "always_changed", False) for s in done or [])
+    checked = bool(done) and not ran
+    logger.info("stage %s: %s", stage, "ran" if ran else "checked" if checked else "unchanged, skipped")
+    return {"stage": stage, "ran": ran, "checked": checked}
 
 
 # --------------------------------------------------------------------------- one training run per project
@@ -238,15 +242,21 @@ def training_flow(params_path: str = "params.yaml", project: str = ".", force: b
         ensure_concurrency_limit(limit)
         ran: list[str] = []
         skipped: list[str] = []
+        checked: list[str] = []  # always_changed stages (the source fingerprint): run every time, change nothing
         logger.info("acquiring the training slot %s (one training run per project)", limit)
         with (
             concurrency(limit, occupy=1, strict=True, raise_on_lease_renewal_failure=False),
             environ(**{FLOW_RUN_ENV: flow_run_id, "PATH": _stage_path()}),
         ):
+            # the lines of `driftloop run`: stage k of N, time since the start, each stage's duration
+            progress = StageProgress([name for name, _ in stages], echo=logger.info)
             for name, target in stages:
                 stage_task = reproduce_stage.with_options(name=f"dvc-{name}", task_run_name=name)
-                out = stage_task(str(root), name, target, force)
-                (ran if out["ran"] else skipped).append(name)
+                with progress.stage(name, f"Prefect task dvc-{name}") as running:
+                    out = stage_task(str(root), name, target, force)
+                    if not out["ran"]:
+                        running.skip()
+                (ran if out["ran"] else checked if out.get("checked") else skipped).append(name)
 
         result = register_output(root)
         registered_now = REGISTER_STAGE in ran and bool(result.get("registered"))
@@ -272,7 +282,13 @@ def training_flow(params_path: str = "params.yaml", project: str = ".", force: b
         logger.info("stages run: %s; skipped: %s; register: %s", ran or "none", skipped or "none", registered)
         return {
             **result,
-            "pipeline": {"flow_run_id": flow_run_id, "ran": ran, "skipped": skipped, "registered_now": registered_now},
+            "pipeline": {
+                "flow_run_id": flow_run_id,
+                "ran": ran,
+                "skipped": skipped,
+                "checked": checked,
+                "registered_now": registered_now,
+            },
         }
 
 

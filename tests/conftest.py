@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -49,6 +50,16 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return res
 
 
+def dvc_clean(status_stdout: str) -> bool:
+    """``dvc status`` has nothing to do but the ``source`` stage, which is ``always_changed`` by design (it
+    fingerprints the data source on every run; see driftloop/data/source.py)."""
+    text = status_stdout.strip()
+    if "up to date" in text:
+        return True
+    rest = [ln.strip() for ln in text.splitlines() if ln.strip() not in ("source:", "always changed")]
+    return not rest
+
+
 def copy_project_files(proj: Path) -> None:
     """What a clone has that the pipeline reads: dvc.yaml, src/ (stage deps), data/labeled/."""
     shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
@@ -74,19 +85,36 @@ def project(tmp_path: Path) -> Path:
     return proj
 
 
-@pytest.fixture
-def pg_url() -> str:
-    """The local PostgreSQL; tests needing it skip with a reason when it is unreachable."""
+def pg_database(name: str) -> str:
+    """A database of its own on the local PostgreSQL (created once), its URL; skips when unreachable.
+
+    Optuna and MLflow both keep their schema revision in an ``alembic_version`` table, so they cannot share a
+    database: Optuna's tests and MLflow's get one each, never the server's shared ``test`` database.
+    """
     import sqlalchemy as sa
 
     try:
-        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3}, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
+            if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                with contextlib.suppress(sa.exc.DBAPIError):  # created meanwhile by another process
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         engine.dispose()
     except Exception as exc:  # pragma: no cover - depends on the machine
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
-    return PG_URL
+    return sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """The local PostgreSQL, a database for Optuna studies and SQL ingest; skips with a reason when unreachable."""
+    return pg_database("driftloop_test")
+
+
+@pytest.fixture
+def pg_mlflow_url() -> str:
+    """The local PostgreSQL, a database for MLflow tracking stores (never shared with Optuna)."""
+    return pg_database("driftloop_test_mlflow")
 
 
 @pytest.fixture

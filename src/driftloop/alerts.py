@@ -27,6 +27,7 @@ ENV_URLS = "DRIFTLOOP_ALERT_URLS"
 NOTIFY_TYPES: dict[str, apprise.NotifyType] = {
     "ok": apprise.NotifyType.INFO,
     "warn": apprise.NotifyType.WARNING,
+    "insufficient_data": apprise.NotifyType.WARNING,  # too few rows to judge: logged, not notified by default
     "retrain": apprise.NotifyType.FAILURE,
     "schema_violation": apprise.NotifyType.FAILURE,
     "error": apprise.NotifyType.FAILURE,
@@ -39,7 +40,7 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class Alert:
-    status: str  # ok | warn | retrain | schema_violation | error
+    status: str  # ok | warn | insufficient_data | retrain | schema_violation | error
     title: str
     message: str  # human-readable summary (markdown ok)
     batch_id: str

@@ -67,6 +67,23 @@ def _rows_progress(description: str, total: int | None):
 
 @app.command()
 @handle_errors
+def source(
+    fingerprint: Annotated[Path, typer.Option(help="fingerprint of the source (JSON, a dependency of ingest)")],
+    stamp: Annotated[Path, typer.Option(help="the stage's constant output (orders it before ingest)")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Fingerprint the configured source so ingest reruns when it changes (a stage that always runs)."""
+    from driftloop.data.source import source as fingerprint_source
+
+    rec = fingerprint_source(_load(params), fingerprint, stamp)
+    what = rec.get("path") or rec.get("url") or rec["source"]
+    detail = f"md5 {rec['md5'][:12]}" if "md5" in rec else rec.get("policy", "")
+    state = "changed" if rec["changed"] else "unchanged"
+    out.print(f"source: {rec['source']} {escape(str(what))} {detail} ({state})".replace("  ", " "))
+
+
+@app.command()
+@handle_errors
 def ingest(
     out_path: Annotated[Path, typer.Option("--out", help="Parquet file to write")], params: ParamsOpt = DEFAULT_PARAMS
 ):
@@ -111,8 +128,10 @@ def split(
     """Split into train / valid / test (stratified, time-based or grouped)."""
     from driftloop.pipeline import run_split
 
-    sizes = run_split(_load(params), str(data), str(out_dir))
-    out.print("split: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
+    result = run_split(_load(params), str(data), str(out_dir))
+    sizes = ", ".join(f"{k}={result[k]}" for k in ("train", "valid", "test"))
+    copies = f" ({result['duplicate_rows']} repeated rows kept with their copies)" if result["duplicate_rows"] else ""
+    out.print(f"split: {sizes}; {result['test_rows_in_train']} test rows identical to a training row{copies}")
 
 
 @app.command()
@@ -242,9 +261,12 @@ def register(
     if not result["registered"]:
         out.print(f"register: skipped ({result['reason']})")
         return
-    out.print(
-        f"register: {result['model']} version {result['version']} -> @{result['alias']}: {result['decision']['reason']}"
-    )
+    outcome = result.get("outcome", "")
+    line = f"register: {result['model']} version {result['version']} -> @{result['alias']} ({outcome})"
+    out.print(escape(f"{line}: {result['decision']['reason']}"), highlight=False)
+    if outcome in ("insufficient_evidence", "below_baseline"):  # registered, deliberately not promoted
+        label = "cannot judge" if outcome == "insufficient_evidence" else "not promoted"
+        err.print(f"[bold yellow]{label}:[/] {escape(result['decision']['reason'])}", highlight=False)
 
 
 @app.command()
@@ -267,14 +289,20 @@ def run(
     """
     from dvc.exceptions import DvcException
 
-    from driftloop import runner
+    from driftloop import loop, runner
     from driftloop.errors import DriftloopError
 
+    _recovered(loop.recover_retraining("."))  # an interrupted `monitor --retrain`: finished before anything runs
     try:
         stages = runner.reproduce(target, force=force, in_process=in_process)
     except DvcException as exc:
         raise DriftloopError(f"dvc repro failed: {runner.explain(exc)}") from None
-    out.print(f"run: {len(stages)} stage(s) ran" if stages else "run: everything up to date")
+    # the source stage is always_changed (it fingerprints the data source): it runs every time, changes nothing
+    changed = [s for s in stages if not getattr(s, "always_changed", False)]
+    if changed:
+        out.print(f"run: {len(changed)} stage(s) ran")
+    else:
+        out.print("run: everything up to date" + (" (data source unchanged)" if stages else ""))
 
 
 @app.command()
@@ -321,11 +349,19 @@ def ui(
     raise typer.Exit(subprocess.call(cmd))
 
 
+ExpectOpt = typer.Option(
+    "--expect-current",
+    help="compare-and-set: move @champion only if it is still this version (`none`: no champion); "
+    "else exit 1 and change nothing",
+)
+
+
 @app.command()
 @handle_errors
 def promote(
     version: Annotated[str, typer.Argument(help="model version to make @champion")],
     reason: Annotated[str, typer.Option(help="why (recorded in the audit trail)")] = "manual promotion",
+    expect_current: Annotated[str | None, ExpectOpt] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ):
     """Make VERSION the @champion (recorded: who, when, why, from which version)."""
@@ -333,48 +369,61 @@ def promote(
     from driftloop import tracking
 
     p = _load(params)
-    rec = reg.promote(tracking.connect(p), p, version, reason)
-    out.print(f"promote: @champion {rec['from_version']} -> {rec['to_version']}")
+    expect = reg.ANY if expect_current is None else expect_current
+    rec = reg.promote(tracking.connect(p), p, version, reason, expect=expect)
+    out.print(f"promote: @champion {rec['from_version'] or 'none'} -> {rec['to_version']}")
 
 
 @app.command()
 @handle_errors
 def rollback(
     reason: Annotated[str, typer.Option(help="why (recorded in the audit trail)")] = "manual rollback",
+    expect_current: Annotated[str | None, ExpectOpt] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ):
-    """Move @champion back to the version it replaced."""
+    """Move @champion back to the version it replaced (read from the audit chain; twice undoes two moves)."""
     from driftloop import register as reg
     from driftloop import tracking
 
     p = _load(params)
-    rec = reg.rollback(tracking.connect(p), p, reason)
-    out.print(f"rollback: @champion {rec['from_version']} -> {rec['to_version']}")
+    expect = reg.ANY if expect_current is None else expect_current
+    rec = reg.rollback(tracking.connect(p), p, reason, expect=expect)
+    out.print(f"rollback: @champion {rec['from_version'] or 'none'} -> {rec['to_version']}")
 
 
 @app.command()
 @handle_errors
-def history(params: ParamsOpt = DEFAULT_PARAMS, limit: Annotated[int, typer.Option()] = 20):
-    """The alias moves of the model, newest first."""
+def history(
+    params: ParamsOpt = DEFAULT_PARAMS,
+    limit: Annotated[int, typer.Option()] = 20,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="also list interrupted moves (state aborted), marked")
+    ] = False,
+):
+    """The committed alias moves of the model, newest first (an interrupted move is recovered first)."""
     from rich.table import Table
 
     from driftloop import register as reg
     from driftloop import tracking
 
     p = _load(params)
-    table = Table(title=f"alias moves of '{p.base.model_name}'")
-    for col in ("when", "alias", "from", "to", "action", "who", "reason"):
-        table.add_column(col)
-    for rec in reg.history(tracking.connect(p), p, limit):
-        table.add_row(
-            rec.get("when", ""),
-            rec.get("alias", ""),
-            rec.get("from_version", ""),
-            rec.get("to_version", ""),
-            rec.get("action", ""),
-            rec.get("who", ""),
-            rec.get("reason", ""),
+    client = tracking.connect(p)
+    for rec in reg.recover(client, p):
+        err.print(
+            escape(
+                f"recovered an interrupted move: @{rec['alias']} {rec['from_version'] or 'none'} -> "
+                f"{rec['to_version']} ({rec['action']}) {rec['recovery']}"
+            ),
+            highlight=False,
         )
+    table = Table(title=f"alias moves of '{p.base.model_name}'")
+    for col in ("when", "alias", "from", "to", "action", "who", "reason") + (("state",) if show_all else ()):
+        table.add_column(col)
+    for rec in reg.history(client, p, limit, include_aborted=show_all):
+        row = [rec.get(k) or "" for k in ("when", "alias")]
+        row += [rec.get("from_version") or "none", rec.get("to_version") or "none"]
+        row += [rec.get(k) or "" for k in ("action", "who", "reason")]
+        table.add_row(*map(escape, row), *((rec.get("state", ""),) if show_all else ()))
     out.print(table)
 
 
@@ -384,7 +433,15 @@ BatchArg = Annotated[
 ]
 
 
-@app.command()
+MONITOR_EXIT = {"schema_violation": 3, "error": 4}
+RETRAIN_FAILED_EXIT = 5
+
+
+@app.command(
+    epilog="Exit codes: 0 ok, warn, retrain or insufficient_data (the decision is printed); 1 bad input "
+    "(unreadable batch, bad params); 3 schema violation; 4 monitoring error; 5 retraining failed (rolled back: "
+    "the batch withdrawn, dvc.lock and outputs restored)."
+)
 @handle_errors
 def monitor(
     batch: BatchArg,
@@ -393,28 +450,148 @@ def monitor(
     ] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
 ):
-    """Monitor a new batch against the champion: schema, drift, prediction drift, performance; alert."""
+    """Monitor a new batch against the champion: schema, drift, prediction drift, performance; alert.
+
+    Prints the decision with its numbers. An interrupted retraining is recovered first.
+    """
     from driftloop import loop
+    from driftloop.errors import DriftloopError
 
     p = _load(params)
-    batch_id, df = loop.read_batch(batch, p)
-    with err.status(f"monitoring {batch_id} ({len(df)} rows)", spinner="dots"):
-        result = loop.monitor_batch(p, batch_id, df)
-    colour = {"ok": "green", "warn": "yellow"}.get(result["status"], "red")
-    out.print(
-        f"monitor: batch {batch_id}: [{colour}]{result['status']}[/] - "
-        + "; ".join(result["decision"].get("reasons", []))
-    )
-    out.print(f"  report: {result['report_html']}  summary: {result['summary_json']}")
+    _recovered(loop.recover_retraining(".", p, if_running="raise" if retrain else "skip"))
+    label, df = loop.read_batch(batch, p)
+    with err.status(f"monitoring {label} ({len(df)} rows)", spinner="dots"):
+        result = loop.monitor_batch(p, label, df)
+    _print_monitoring(result, p)
     if retrain and result["status"] == "retrain":
         from driftloop.pipeline import retrain_on
 
-        reg = retrain_on(p, batch_id, df, result["mlflow_run_id"])
+        with err.status(f"retraining on batch {result['batch_id']}", spinner="dots"):
+            try:
+                reg = retrain_on(
+                    p, result["batch_id"], df, result["mlflow_run_id"], summary_json=result["summary_json"]
+                )
+            except Exception as exc:
+                loop.record_retrain_outcome(result, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+                if isinstance(exc, DriftloopError):  # refused before anything changed (e.g. already added)
+                    raise
+                err.print(
+                    f"[bold red]retrain failed:[/] {escape(f'{type(exc).__name__}: {exc}')}\n"
+                    "  nothing changed: the batch was withdrawn, dvc.lock and the outputs restored"
+                )
+                raise typer.Exit(RETRAIN_FAILED_EXIT) from None
+        _print_retrain(reg)
+    raise typer.Exit(MONITOR_EXIT.get(result["status"], 0))
+
+
+def _recovered(rec: dict | None) -> None:
+    if not rec:
+        return
+    outcome = rec["outcome"]
+    if rec["action"] == "rolled_forward":
+        text = f"completed: version {outcome.get('version')} -> @{outcome.get('alias')}, trigger link recorded"
+    else:
+        text = "rolled back: the batch withdrawn, dvc.lock and the outputs restored"
+    batch = escape(rec["batch_id"])
+    err.print(f"[yellow]recover:[/] an interrupted retraining of batch {batch} was {text}", soft_wrap=True)
+    for note in outcome.get("notes") or []:
+        err.print(f"  [yellow]note:[/] {escape(note)}", soft_wrap=True)
+
+
+def _print_monitoring(result: dict, p) -> None:
+    """The decision and the numbers behind it: drift share, the most drifted columns, prediction drift,
+    performance and its drop."""
+    from rich.table import Table
+
+    status = result["status"]
+    colour = {"ok": "green", "warn": "yellow", "insufficient_data": "yellow"}.get(status, "red")
+    out.print(
+        f"monitor: batch [bold]{escape(result['batch_id'])}[/] ({result.get('rows', 0)} rows) vs "
+        f"{escape(str(result.get('model')))} v{result.get('champion_version')}: [bold {colour}]{status.upper()}[/]"
+    )
+    for reason in result.get("decision", {}).get("reasons", []):
+        out.print(f"  - {escape(str(reason))}")
+    mp = p.monitor
+    drift = result.get("drift")
+    if drift and status not in ("schema_violation", "error"):
         out.print(
-            f"retrain: version {reg.get('version')} -> @{reg.get('alias')}: {reg.get('decision', {}).get('reason')}"
+            f"  drift share [bold]{drift['drift_share']:.2f}[/] ({drift['n_drifted']}/{drift['n_columns']} columns;"
+            f" warn >= {mp.drift_share_warn:.2f}, retrain >= {mp.drift_share_retrain:.2f})"
         )
-    if result["status"] == "error":
-        raise typer.Exit(2)
+        cols = sorted(drift.get("columns", []), key=lambda c: -((c.get("score") or 0) / (c.get("threshold") or 1)))
+        top = [c for c in cols if c.get("drifted")][:5] or cols[:3]
+        if top:
+            table = Table(title="most drifted columns" if top[0].get("drifted") else "top columns (none drifted)")
+            for name, justify in (("column", "left"), ("test", "left"), ("score", "right"), ("threshold", "right")):
+                table.add_column(name, justify=justify)
+            table.add_column("drifted")
+            for c in top:
+                table.add_row(
+                    escape(str(c["column"])),
+                    escape(str(c.get("stattest"))),
+                    f"{c['score']:.4f}",
+                    f"{c.get('threshold') or 0:.3g}",
+                    "[red]yes[/]" if c.get("drifted") else "no",
+                )
+            out.print(table)
+    pred = result.get("prediction_drift")
+    if pred and status not in ("schema_violation", "error"):
+        if pred.get("skipped"):
+            out.print(f"  prediction drift: not tested ({escape(str(pred['skipped']))})")
+        else:
+            word = "[red]drifted[/]" if pred.get("drifted") else "no drift"
+            out.print(
+                f"  prediction drift: {word} (score {pred.get('score') or 0:.4f}, threshold "
+                f"{pred.get('threshold') or 0:.3g}, {escape(str(pred.get('stattest')))})"
+            )
+    perf = result.get("performance")
+    if perf and perf.get("value") is not None:
+        text = f"  performance: {perf['metric']} {perf['value']:.4f} on {perf.get('n_rows')} labeled rows"
+        if perf.get("drop") is not None:
+            text += (
+                f" (reference {perf['reference']:.4f}, drop {perf['drop']:+.4f} {perf.get('drop_kind')};"
+                f" retrain >= {mp.performance_drop_retrain})"
+            )
+        out.print(text)
+    elif status in ("ok", "warn", "retrain"):
+        out.print("  performance: no labels in the batch")
+    out.print(f"  report: {result['report_html']}\n  summary: {result['summary_json']}")
+
+
+def _print_retrain(reg: dict) -> None:
+    outcome = reg.get("retrain") or {}
+    if outcome.get("status") != "registered":
+        out.print(f"retrain: no new version ({escape(str(outcome.get('reason')))})")
+        return
+    promoted = "[green]promoted to @champion[/]" if outcome.get("promoted") else f"@{outcome.get('alias')}"
+    out.print(f"retrain: version {outcome.get('version')} {promoted}: {escape(str(outcome.get('reason')))}")
+    labeled = outcome.get("labeled_batch")
+    out.print(
+        "  to record this data version: "
+        f"git add dvc.lock {labeled}.dvc {Path(str(labeled)).parent}/.gitignore reports && "
+        f"git commit -m 'retrain on batch {reg.get('batch_id')}'"
+    )
+
+
+@app.command()
+@handle_errors
+def recover(
+    force: Annotated[
+        bool, typer.Option(help="recover even if the retraining's process looks alive (e.g. it ran on another host)")
+    ] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Finish an interrupted retraining (`monitor --retrain` killed): forward if its model was registered
+    (the batch stays, with its trigger link), back otherwise (the batch withdrawn, dvc.lock and the outputs
+    restored). `driftloop run`, `driftloop monitor` and the monitoring flow do this on start too."""
+    from driftloop import loop
+
+    rec = loop.recover_retraining(".", _load(params), force=force)
+    if rec is None:
+        out.print("recover: no interrupted retraining")
+        return
+    _recovered(rec)
+    out.print(f"recover: batch {rec['batch_id']} {rec['action'].replace('_', ' ')}")
 
 
 @app.command()

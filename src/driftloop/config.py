@@ -98,6 +98,8 @@ class ValidateParams(_Section):
     on_leakage: Literal["error", "warn", "drop"] = "error"
     on_duplicate_rows: Literal["warn", "drop"] = "warn"
     leakage_sample_rows: int = Field(20_000, ge=500)
+    # date_columns / split.time_column whose day/month order is unsafe (mixed formats, dd/mm vs mm/dd)
+    on_ambiguous_dates: Literal["error", "warn"] = "error"
 
 
 class SplitParams(_Section):
@@ -140,6 +142,19 @@ class TuneParams(_Section):
     num_threads: int = Field(0, ge=0)
     max_bin: int = Field(255, ge=15, le=1023)
 
+    @model_validator(mode="after")
+    def _no_password_in_storage(self) -> TuneParams:
+        # DVC copies the values of params.yaml into dvc.lock (git-tracked): a password there would be committed.
+        # The same URL from the environment (DRIFTLOOP_OPTUNA_STORAGE) is fine: it never reaches a file.
+        secret = "://" in self.storage and mask_url(self.storage) != self.storage  # (mask_url: below)
+        if secret and self.storage != os.environ.get("DRIFTLOOP_OPTUNA_STORAGE"):
+            raise ValueError(
+                "tune.storage holds a password, which DVC would copy into dvc.lock: set the URL in the "
+                "DRIFTLOOP_OPTUNA_STORAGE environment variable instead (it overrides params.yaml), "
+                "or use a password-less URL with the password in ~/.pgpass"
+            )
+        return self
+
 
 class TrainParams(_Section):
     baselines: list[Literal["dummy", "logistic", "linear"]] = ["dummy", "logistic"]
@@ -160,6 +175,10 @@ class RegisterParams(_Section):
     n_bootstrap: int = Field(300, ge=0)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     require_significant: bool = False
+    # the gate refuses to judge on thin evidence: binary = positives AND negatives, multiclass = rows of every
+    # class, regression = rows, in the test split (and the validation split); fewer -> @challenger, not promoted
+    min_test_events: int = Field(30, ge=0)
+    lock_timeout_s: float = Field(120.0, gt=0)  # wait at most this long for another alias move to finish
 
 
 class MonitorParams(_Section):
@@ -178,13 +197,15 @@ class MonitorParams(_Section):
     num_threshold: float | None = Field(0.1, gt=0)
     cat_threshold: float | None = Field(0.1, gt=0)
     cooldown_batches: int = Field(2, ge=0)
+    # fewer rows: decision insufficient_data (no drift test, never a retrain, never a cooldown); 0 disables
+    min_rows: int = Field(200, ge=0)
     output_dir: str = "reports/monitoring"
 
 
 class AlertsParams(_Section):
     urls: list[str] = []  # Apprise URLs; DRIFTLOOP_ALERT_URLS (comma separated) adds more
     log_path: str = "reports/alerts.jsonl"
-    notify_on: list[Literal["warn", "retrain", "schema_violation", "error"]] = [
+    notify_on: list[Literal["warn", "insufficient_data", "retrain", "schema_violation", "error"]] = [
         "warn",
         "retrain",
         "schema_violation",

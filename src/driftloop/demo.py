@@ -324,10 +324,59 @@ def _output_to(log: Path):
 
 
 def reproduce(log: Path) -> None:
-    from dvc.repo import Repo
+    """``dvc repro`` of the workspace, each stage in its own process as DVC runs it, output to ``log``;
+    the stages report their progress (``runner.observe`` listeners see it)."""
+    from driftloop import runner
 
-    with _output_to(log), Repo(".") as repo:
-        repo.reproduce()
+    with _output_to(log):
+        runner.reproduce(in_process=False)
+
+
+@contextlib.contextmanager
+def _screen(console):
+    """A console on the terminal (or file) ``console`` prints to, that stays there while fds 1 and 2 go
+    to the DVC log (``_output_to``): progress during training and retraining reaches the user."""
+    if console is None:
+        yield None
+        return
+    try:
+        fd = os.dup(console.file.fileno())
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's buffer): print to it as is
+        yield console
+        return
+    from rich.console import Console
+
+    with os.fdopen(fd, "w", buffering=1, encoding="utf-8", errors="replace") as fh:
+        screen = Console(file=fh, width=console.width, force_terminal=console.is_terminal, highlight=False)
+        yield screen
+        fh.flush()
+
+
+def month_line(rec: MonthRecord, months: int, elapsed: float) -> str:
+    """The line a month ends with: month k of N, the decision, the drift share and both AUCs."""
+    from driftloop.runner import clock
+
+    return (
+        f"demo: month {rec.month}/{months} {rec.label}{' (drift)' if rec.drifted else ''}: {rec.status}, "
+        f"drift share {_fmt(rec.drift_share, '.2f')}, AUC v{rec.version_in_force} {_fmt(rec.auc_retrained)} "
+        f"/ never retrained {_fmt(rec.auc_never_retrained)} [{clock(elapsed)} elapsed]"
+    )
+
+
+def _stage_reporter(say, prefix: str):
+    """A ``runner.observe`` listener: one line per pipeline stage that ends (and "still running" lines)."""
+    from driftloop.runner import clock
+
+    def listener(ev) -> None:
+        if ev.kind == "start":
+            return
+        what = {"done": "done in", "failed": "failed after", "skipped": "unchanged,"}.get(ev.kind)
+        if what is None:  # "running"
+            say(f"{prefix}stage {ev.index}/{ev.total} {ev.name} still running ({clock(ev.seconds)})")
+        else:
+            say(f"{prefix}stage {ev.index}/{ev.total} {ev.name} {what} {ev.seconds:.1f} s")
+
+    return listener
 
 
 # --------------------------------------------------------------------------- the year
@@ -355,9 +404,6 @@ def run_demo(
     (default ``demo.output_dir``); the workspace is ``out_dir/workspace``."""
     import yaml
 
-    from driftloop import loop, pipeline, tracking
-    from driftloop import register as reg
-
     t_start = time.perf_counter()
     params_path = Path(params_path)
     base = load_params(params_path)
@@ -374,7 +420,17 @@ def run_demo(
         raise DriftloopError(f"demo.drift_from_month ({demo.drift_from_month}) is after the last month ({demo.months})")
     out = Path(out_dir or demo.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    say = console.print if console is not None else (lambda *a, **k: None)
+    with _screen(console) as screen:
+        say = (lambda text: screen.print(text, highlight=False, markup=False)) if screen else (lambda text: None)
+        result = _run_year(out, raw, base, demo, say, t_start)
+    result.seconds["total"] = time.perf_counter() - t_start
+    write_outputs(result)
+    return result
+
+
+def _run_year(out: Path, raw: dict, base: Params, demo: DemoParams, say, t_start: float) -> DemoResult:
+    from driftloop import loop, pipeline, runner, tracking
+    from driftloop import register as reg
 
     ws = make_workspace(out / "workspace", raw, demo)
     settings = {
@@ -394,7 +450,8 @@ def run_demo(
             f"{demo.n_trials} Optuna trials (dvc repro; log: {log.name})"
         )
         t0 = time.perf_counter()
-        reproduce(log)
+        with runner.observe(_stage_reporter(say, "demo:   first model: ")):
+            reproduce(log)
         _commit(ws, "first model")
         result.seconds["initial_training"] = time.perf_counter() - t0
 
@@ -435,14 +492,14 @@ def run_demo(
                 seconds_monitor=t_mon,
                 alert="alert" in res,
             )
-            line = (
-                f"demo: {rec.label}{' (drift)' if rec.drifted else ''}: {rec.status}, drift share "
-                f"{_fmt(rec.drift_share, '.2f')}, AUC v{rec.version_in_force} {_fmt(rec.auc_retrained)} "
-                f"/ never retrained {_fmt(rec.auc_never_retrained)}"
-            )
+            say(month_line(rec, demo.months, time.perf_counter() - t_start))
             if res["status"] == "retrain":
                 t0 = time.perf_counter()
-                with _output_to(log):
+                say(f"demo: month {i}/{demo.months}: retraining on {batch_id} (dvc repro; log: {log.name})")
+                with (
+                    runner.observe(_stage_reporter(say, f"demo:   month {i}/{demo.months} retraining: ")),
+                    _output_to(log),
+                ):
                     out_reg = pipeline.retrain_on(wp, batch_id, df, res.get("mlflow_run_id"), project=".")
                 dt_retrain = time.perf_counter() - t0
                 retrain_seconds += dt_retrain
@@ -455,13 +512,12 @@ def run_demo(
                     "improvement": decision.get("improvement"),
                     "seconds": round(dt_retrain, 1),
                 }
-                line += f" -> retrained: v{rec.retrain['version']} @{rec.retrain['alias']} ({dt_retrain:.0f} s)"
-            say(line, highlight=False)
+                say(
+                    f"demo: month {i}/{demo.months}: retrained -> v{rec.retrain['version']} "
+                    f"@{rec.retrain['alias']} ({dt_retrain:.0f} s): {rec.retrain['reason']}"
+                )
             result.months.append(rec)
         result.seconds.update(monitoring=monitor_seconds, retraining=retrain_seconds)
-
-    result.seconds["total"] = time.perf_counter() - t_start
-    write_outputs(result)
     return result
 
 

@@ -11,3 +11,7 @@ class DataError(DriftloopError):
 
 class RegistryError(DriftloopError):
     """A registry operation cannot be done (unknown version, nothing to roll back to...)."""
+
+
+class IntegrityError(DriftloopError):
+    """A model's files do not match the SHA-256 manifest recorded when it was logged (or none was recorded)."""

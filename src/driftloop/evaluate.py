@@ -2,8 +2,9 @@
 
 Metrics by task: binary (ROC AUC, PR AUC, log loss, Brier, precision/recall/F1 at the
 threshold chosen on validation data), multiclass (macro F1, log loss, accuracy),
-regression (RMSE, MAE, R^2). Curves are written as CSV for ``dvc plots``; feature importance and
-the SHAP summary (LightGBM's own contributions) as PNG.
+regression (RMSE, MAE, R^2). Curves (ROC, precision-recall, calibration, confusion; predicted vs actual for
+regression) are written as CSV for ``dvc plots`` and as PNG beside them (MLflow shows images; the run logs
+the whole folder); feature importance and the SHAP summary (LightGBM's own contributions) as PNG.
 """
 
 from __future__ import annotations
@@ -91,12 +92,15 @@ def write_curves(
     out: Path,
     points: int,
     bins: int,
+    images: bool = True,
 ) -> list[Path]:
-    """CSV files for ``dvc plots``; returns the paths written."""
+    """CSV files for ``dvc plots`` and, with ``images``, the same curves as PNG (``<name>.png`` beside each
+    ``<name>.csv``: one small figure each); returns the paths written."""
     from sklearn import metrics as m
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    frames: dict[str, pd.DataFrame] = {}
     if task == "binary":
         fpr, tpr, _ = m.roc_curve(y, scores)
         roc = _thin(pd.DataFrame({"fpr": fpr, "tpr": tpr}), points)
@@ -110,6 +114,7 @@ def write_curves(
             path = out / f"{name}.csv"
             frame.round(6).to_csv(path, index=False)
             written.append(path)
+            frames[name] = frame
         pred = (scores >= (0.5 if threshold is None else threshold)).astype(int)
     elif task == "multiclass":
         pred = scores.argmax(axis=1)
@@ -117,13 +122,107 @@ def write_curves(
         sample = _thin(pd.DataFrame({"actual": y, "predicted": scores}).sort_values("actual"), points * 5)
         path = out / "predicted_vs_actual.csv"
         sample.round(6).to_csv(path, index=False)
-        return [path]
+        written.append(path)
+        if images:
+            written.append(plot_predicted_vs_actual(sample, out / "predicted_vs_actual.png"))
+        return written
     labels = np.asarray([str(c) for c in classes], dtype=object)
     conf = pd.DataFrame({"actual": labels[y], "predicted": labels[pred]})
     path = out / "confusion.csv"
     conf.to_csv(path, index=False)
     written.append(path)
+    if images:
+        base_rate = float(np.mean(y)) if task == "binary" else None
+        written += plot_curves(frames, out, base_rate=base_rate)
+        written.append(plot_confusion(m.confusion_matrix(y, pred, labels=range(len(labels))), labels, out))
     return written
+
+
+def _figure(size=(4.8, 4.2)):
+    """A figure with fixed margins (no layout pass: a quarter of the drawing time of ``tight_layout``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size)
+    fig.subplots_adjust(left=0.15, right=0.96, bottom=0.13, top=0.91)
+    return fig, ax
+
+
+def _save_as_is(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(frames: dict[str, pd.DataFrame], out: Path, base_rate: float | None = None) -> list[Path]:
+    """ROC, precision-recall and calibration curves (the frames ``write_curves`` wrote as CSV) as PNG."""
+    written = []
+    if "roc" in frames:
+        f = frames["roc"]
+        fig, ax = _figure()
+        ax.plot(f["fpr"], f["tpr"], color="#3b75af", lw=1.6)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve (test set)")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01))
+        _save_as_is(fig, out / "roc.png")
+        written.append(out / "roc.png")
+    if "precision_recall" in frames:
+        f = frames["precision_recall"]
+        fig, ax = _figure()
+        ax.plot(f["recall"], f["precision"], color="#3b75af", lw=1.6, drawstyle="steps-post")
+        if base_rate is not None:
+            ax.axhline(base_rate, color="grey", lw=0.8, ls="--", label=f"base rate {base_rate:.3f}")
+            ax.legend(loc="upper right", fontsize=8)
+        ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curve (test set)")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01))
+        _save_as_is(fig, out / "precision_recall.png")
+        written.append(out / "precision_recall.png")
+    if "calibration" in frames:
+        f = frames["calibration"]
+        fig, ax = _figure()
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfectly calibrated")
+        ax.plot(f["mean_predicted"], f["fraction_positive"], marker="o", ms=4, color="#3b75af", label="model")
+        ax.set(xlabel="mean predicted probability", ylabel="fraction of positives", title="Calibration (test set)")
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc="upper left", fontsize=8)
+        _save_as_is(fig, out / "calibration.png")
+        written.append(out / "calibration.png")
+    return written
+
+
+def plot_confusion(matrix: np.ndarray, labels, out: Path, max_labels: int = 30) -> Path:
+    """The confusion matrix (rows: actual, columns: predicted) with its counts, as PNG."""
+    k = len(labels)
+    fig, ax = _figure((min(3.2 + 0.45 * k, 12), min(2.8 + 0.45 * k, 11)))
+    ax.imshow(matrix, cmap="Blues")
+    ticks = range(k) if k <= max_labels else []
+    names = [str(x)[:20] for x in labels] if k <= max_labels else []
+    ax.set_xticks(ticks, names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center", fontsize=8)
+    ax.set_yticks(ticks, names, fontsize=8)
+    if k <= max_labels:
+        lo, hi = (matrix.min(), matrix.max()) if matrix.size else (0, 0)
+        for i in range(k):
+            for j in range(k):  # white on the darker half of the colour scale
+                color = "white" if hi > lo and matrix[i, j] - lo > (hi - lo) / 2 else "black"
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=color, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="actual", title="Confusion matrix (test set)")
+    path = out / "confusion.png"
+    (_save if k > 4 else _save_as_is)(fig, path)  # long rotated labels need the layout pass
+    return path
+
+
+def plot_predicted_vs_actual(sample: pd.DataFrame, path: Path) -> Path:
+    fig, ax = _figure()
+    ax.scatter(sample["actual"], sample["predicted"], s=6, alpha=0.5, linewidths=0, color="#3b75af")
+    lo = float(min(sample["actual"].min(), sample["predicted"].min()))
+    hi = float(max(sample["actual"].max(), sample["predicted"].max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual (test set)")
+    _save_as_is(fig, path)
+    return path
 
 
 def plot_importance(model: DriftloopModel, path: Path, top: int = 20) -> Path:

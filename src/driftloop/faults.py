@@ -1,8 +1,9 @@
 """Named fault points: where a crash would matter, the code says so, and tests can crash it there.
 
-``fault_point("register.after_alias")`` does nothing unless the environment variable ``DRIFTLOOP_FAULT`` names
-that point (only tests and ``benchmarks/bench_faults.py`` set it). When it does, the process kills itself with
-SIGKILL at that exact moment: no ``finally``, no ``atexit``, no flush: the same as ``kill -9`` or a power cut.
+``fault_point(register.FAULTS["gate"]["after_alias"])`` (the point ``registry.gate.after_alias``) does nothing
+unless the environment variable ``DRIFTLOOP_FAULT`` names that point (only tests and ``benchmarks/bench_faults.py``
+set it). When it does, the process kills itself with SIGKILL at that exact moment: no ``finally``, no ``atexit``,
+no flush: the same as ``kill -9`` or a power cut.
 
 ``DRIFTLOOP_FAULT`` may name several points separated by commas; ``name@N`` fires on the N-th time the point is
 reached (1-based, counted per process), so a point inside a loop (a trial, a stage) can be hit in the middle.

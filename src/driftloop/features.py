@@ -1,7 +1,8 @@
 """Preprocessing that travels with the model: raw rows in, LightGBM-ready frame out.
 
-``Preprocessor`` is fitted on the training split and pickled inside the MLflow model, so
-``models:/<name>@champion`` scores raw rows exactly as the pipeline did:
+``Preprocessor`` is fitted on the training split and travels inside the MLflow model as plain JSON
+(``to_dict``/``from_dict``: no pickle), so ``models:/<name>@champion`` scores raw rows exactly as the
+pipeline did:
 
 - categories are fixed from the training data (most frequent ``max_categories`` with at least
   ``min_category_count`` rows); unseen values become missing, never a crash;
@@ -45,7 +46,7 @@ def _safe_name(i: int, name: str) -> str:
 
 @dataclass
 class Preprocessor:
-    """Fitted, picklable mapping from raw rows to model features."""
+    """Fitted mapping from raw rows to model features (picklable, and JSON through ``to_dict``)."""
 
     params: FeaturesParams = field(default_factory=FeaturesParams)
     categorical_columns: tuple[str, ...] = ()
@@ -122,6 +123,42 @@ class Preprocessor:
 
     def fit_transform(self, X: pd.DataFrame) -> pd.DataFrame:
         return self.fit(X).transform(X)
+
+    # ------------------------------------------------------------------ declarative (JSON) form
+    def to_dict(self) -> dict:
+        """Everything ``transform`` uses, as JSON-ready data (no code, no pickle).
+
+        Mappings keyed by column are lists of ``[column, value]`` pairs: the order of ``kinds`` is the order
+        of the model's features, and a column name keeps its JSON type (a JSON object would make it text).
+        """
+        return {
+            "params": self.params.model_dump(mode="json"),
+            "categorical_columns": list(self.categorical_columns),
+            "date_columns": list(self.date_columns),
+            "kinds": [[c, k] for c, k in self.kinds.items()],
+            "dtypes": [[c, d] for c, d in self.dtypes.items()],
+            "categories": [[c, list(v)] for c, v in self.categories.items()],
+            "feature_names": list(self.feature_names),
+            "original_name": [[n, o] for n, o in self.original_name.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessor:
+        """The inverse of ``to_dict`` (``from_dict(json.loads(json.dumps(p.to_dict())))`` transforms as ``p``)."""
+
+        def key(c):  # a column name that was a tuple or list in pandas cannot come back from JSON: keep it hashable
+            return tuple(c) if isinstance(c, list) else c
+
+        return cls(
+            params=FeaturesParams(**data["params"]),
+            categorical_columns=tuple(key(c) for c in data["categorical_columns"]),
+            date_columns=tuple(key(c) for c in data["date_columns"]),
+            kinds={key(c): str(k) for c, k in data["kinds"]},
+            dtypes={key(c): str(d) for c, d in data["dtypes"]},
+            categories={key(c): [str(v) for v in vals] for c, vals in data["categories"]},
+            feature_names=[str(n) for n in data["feature_names"]],
+            original_name={str(n): o for n, o in data["original_name"]},
+        )
 
     @property
     def categorical_features(self) -> list[str]:

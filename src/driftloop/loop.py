@@ -7,6 +7,7 @@ here ever moves a registry alias: only the register stage (through the gate) and
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import glob
@@ -15,8 +16,11 @@ import html
 import json
 import os
 import re
+import socket
 import tempfile
+import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ import pandas as pd
 
 from driftloop.config import DriftParams, Params
 from driftloop.errors import DataError, DriftloopError
+from driftloop.faults import fault_point, register_point
 from driftloop.model import DriftloopModel
 
 SIM_PREFIX = "sim://"
@@ -55,7 +60,9 @@ def resolve_champion(client, params: Params) -> Champion:
     mv = reg.current_version(client, name, reg.CHAMPION)
     if mv is None:
         raise DriftloopError(f"model '{name}' has no @champion yet: run the training pipeline first (`make run`)")
-    model = reg.load_version(name, mv.version)
+    from driftloop import artifacts
+
+    model = artifacts.load_model(name, mv.version, client)  # verified against its recorded SHA-256 manifest
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(mv.run_id, "reference/reference.parquet", tmp)
@@ -72,7 +79,59 @@ def resolve_champion(client, params: Params) -> Champion:
 
 # --------------------------------------------------------------------------- batches
 def _safe_id(text: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_.-]+", "-", text).strip("-")[:80] or "batch"
+    """A file-name-safe id: letters, digits, ``_ . -`` only, no leading/trailing dot or dash, no ``..``
+    (``...csv`` -> ``batch``, never ``..``: an id is a folder name under ``monitor.output_dir``)."""
+    s = re.sub(r"[^0-9A-Za-z_.-]+", "-", str(text))
+    s = re.sub(r"\.{2,}", ".", s)
+    return s.strip("-._")[:80].strip("-._") or "batch"
+
+
+def content_hash(df: pd.DataFrame, n: int = 8) -> str:
+    """A short SHA-256 of a frame's column names, dtypes and values (row order matters, the index does not)."""
+    h = hashlib.sha256(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode())
+    if len(df):
+        try:
+            values = pd.util.hash_pandas_object(df, index=False).to_numpy()
+        except (TypeError, ValueError):  # unhashable cells (lists, dicts): their text form
+            values = pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy()
+        h.update(values.tobytes())
+    return h.hexdigest()[:n]
+
+
+def make_batch_id(label: str, df: pd.DataFrame) -> str:
+    """The id of a batch: its sanitized label plus a short hash of its content, e.g. ``2025-03-3fa2c1d9``.
+
+    ``A/2025-03.parquet`` and ``B/2025-03.parquet`` get different ids unless their rows are the same; the
+    same rows always get the same id. Idempotent: an id that already ends with the content's hash is kept.
+    """
+    digest = content_hash(df)
+    base = _safe_id(label)
+    if base == digest or base.endswith(f"-{digest}"):
+        return base
+    return f"{base[:70].strip('-._') or 'batch'}-{digest}"
+
+
+def report_dir(params: Params, batch_id: str, *, create: bool = True) -> Path:
+    """A new folder for one monitoring of ``batch_id``: ``<monitor.output_dir>/<batch id>/<UTC time>[-n]/``.
+
+    Every monitoring run of a batch keeps its own folder (a batch monitored twice keeps both results),
+    and the folder is always inside ``output_dir`` whatever the id holds.
+    """
+    root = Path(params.monitor.output_dir).resolve()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = root / _safe_id(batch_id)
+    for n in range(1, 1000):
+        path = base / (stamp if n == 1 else f"{stamp}-{n}")
+        if not path.resolve().is_relative_to(root):  # pragma: no cover - _safe_id forbids it
+            raise DataError(f"batch id {batch_id!r}: its report folder would leave {root}")
+        if not create:
+            return path
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise DriftloopError(f"{base}: too many monitoring runs of batch {batch_id} in one second")  # pragma: no cover
 
 
 def simulated_batch(spec: str, params: Params) -> tuple[str, pd.DataFrame]:
@@ -104,7 +163,11 @@ def simulated_batch(spec: str, params: Params) -> tuple[str, pd.DataFrame]:
 
 
 def read_batch(spec: str, params: Params) -> tuple[str, pd.DataFrame]:
-    """A batch from a file or glob (CSV/Parquet), a SQL query (``sql:SELECT ...``) or the simulator."""
+    """A batch from a file or glob (CSV/Parquet), a SQL query (``sql:SELECT ...``) or the simulator.
+
+    Files are read by ``driftloop.io.read_table``'s machinery, as ingest reads them: the same formats
+    and named errors (missing, unreadable, unknown extension); a 0-byte file is an empty batch.
+    """
     from driftloop.data import ingest as ing
 
     if spec.startswith(SIM_PREFIX):
@@ -126,24 +189,32 @@ def read_batch(spec: str, params: Params) -> tuple[str, pd.DataFrame]:
     paths = sorted(glob.glob(spec)) if any(ch in spec for ch in "*?[") else [spec]
     if not paths:
         raise DataError(f"batch {spec!r}: no file matches")
+    from driftloop.io import EmptyFileError, read_table_with_notes, table_format
+
     frames = []
     for path in paths:
-        if path.endswith((".parquet", ".pq")):
-            frames.append(ing.read_parquet(path, {})[0])
-        else:
-            try:
-                frames.append(ing.read_csv(path, params.ingest.read_options, params.ingest.chunk_rows)[0])
-            except DataError as exc:
-                if "empty" in str(exc):  # an empty batch is a monitoring result, not a crash
-                    frames.append(pd.DataFrame())
-                else:
-                    raise
+        fmt = table_format(path)  # a named error for an unknown extension
+        # ingest.read_options are for the ingest source's format: CSV options for CSV batches, pyarrow's for
+        # Parquet batches when the source is Parquet too
+        same = fmt == params.ingest.source or (fmt == "csv" and params.ingest.source != "parquet")
+        try:
+            df, _ = read_table_with_notes(
+                path, params.ingest.read_options if same else {}, fmt=fmt, chunk_rows=params.ingest.chunk_rows
+            )
+            frames.append(df)
+        except EmptyFileError:  # an empty batch is a monitoring result (schema violation), not a crash
+            frames.append(pd.DataFrame())
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     stem = Path(paths[0]).stem if len(paths) == 1 else f"{Path(paths[0]).stem}-and-{len(paths) - 1}-more"
     return _safe_id(stem), df
 
 
 # --------------------------------------------------------------------------- monitoring
+# statuses that are not a judgement of the batch's data: they neither start nor count towards a cooldown
+NOT_JUDGED = frozenset({"insufficient_data", "error"})
+STATUS_CODES = {"ok": 0, "warn": 1, "retrain": 2, "schema_violation": 3, "error": 4, "insufficient_data": 5}
+
+
 def _monitor_experiment(client, params: Params) -> str:
     from driftloop import tracking
 
@@ -163,11 +234,27 @@ def _history(client, params: Params) -> list:
 
 
 def batches_since_retrain(history: list) -> int | None:
-    """Monitored batches since the last retrain decision (None: never retrained by the loop)."""
-    for i, run in enumerate(history):
-        if run.data.tags.get("driftloop.status") == "retrain":
-            return i
+    """Judged batches since the last retrain decision (None: never retrained by the loop).
+
+    Batches too small to judge (``insufficient_data``) and batches that could not be monitored (``error``)
+    do not count: three 1-row batches do not end a cooldown, as none of them started one.
+    """
+    n = 0
+    for run in history:
+        status = run.data.tags.get("driftloop.status")
+        if status == "retrain":
+            return n
+        if status not in NOT_JUDGED:
+            n += 1
     return None
+
+
+def batch_index(history: list) -> int:
+    """The index of the next monitored batch of this model (the MLflow step of its metrics): 0, 1, 2, ..."""
+    for run in history[:1]:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return int(run.data.tags["driftloop.batch_index"]) + 1
+    return len(history)
 
 
 def _labels(batch: pd.DataFrame, target: str) -> pd.Series | None:
@@ -186,22 +273,27 @@ def monitor_batch(
     champion: Champion | None = None,
     send_alerts: bool = True,
 ) -> dict[str, Any]:
-    """Monitor one batch; always returns a result with a status, never raises on a bad batch."""
+    """Monitor one batch; always returns a result with a status, never raises on a bad batch.
+
+    ``result["batch_id"]`` is the batch's unique id (``make_batch_id``: the label plus a hash of its rows);
+    the report and summary go to a new folder per monitoring run (``report_dir``).
+    """
     from driftloop import monitor as mon
     from driftloop import tracking
 
     client = client or tracking.connect(params)
     champion = champion or resolve_champion(client, params)
     mp = params.monitor
-    out_dir = Path(mp.output_dir) / batch_id
-    out_dir.mkdir(parents=True, exist_ok=True)
+    bid = make_batch_id(batch_id, batch)
+    out_dir = report_dir(params, bid)
     history = _history(client, params)
     since = batches_since_retrain(history)
     result: dict[str, Any] = {
-        "batch_id": batch_id,
+        "batch_id": bid,
         "rows": len(batch),
         "model": champion.name,
         "champion_version": champion.version,
+        "batch_index": batch_index(history),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "report_html": None,
     }
@@ -209,7 +301,7 @@ def monitor_batch(
         schema = mon.check_schema(champion.contract, batch)
         result["schema"] = schema.to_dict()
         drift = pred = perf = tdrift = None
-        if not schema.empty:
+        if not schema.empty and len(batch) >= mp.min_rows:  # below min_rows the numbers mean nothing
             html_path = out_dir / "report.html"
             drift = mon.data_drift(
                 champion.reference, batch, champion.contract, mp, params.base.seed, html_path=html_path
@@ -250,7 +342,7 @@ def monitor_batch(
         result["report_html"] = str(_fallback_html(out_dir / "report.html", result))
     summary_path = out_dir / "summary.json"
     result["summary_json"] = str(summary_path)
-    run_id = _log_monitoring(client, params, result, len(history))
+    run_id = _log_monitoring(client, params, result, result["batch_index"])
     result["mlflow_run_id"] = run_id
     if send_alerts and result["status"] != "ok":
         result["alert"] = _alert(params, result)
@@ -261,6 +353,41 @@ def monitor_batch(
     client.log_artifact(run_id, str(summary_path), "monitoring")
     client.set_terminated(run_id)
     return result
+
+
+def record_retrain_outcome(result: dict, outcome: dict, client=None) -> None:
+    """Write the retraining's outcome into the batch's ``summary.json`` (and the monitoring run's copy and tags)."""
+    from driftloop.evaluate import write_json
+
+    result["retrain"] = outcome
+    summary = result.get("summary_json")
+    if summary:
+        write_json(result, summary)
+    run_id = result.get("mlflow_run_id")
+    if client is not None and run_id:
+        client.set_tag(run_id, "driftloop.retrain.outcome", str(outcome.get("status")))
+        if summary:
+            client.log_artifact(run_id, summary, "monitoring")
+
+
+def retrain_outcome(register_result: dict | None, labeled: str | Path | None = None) -> dict[str, Any]:
+    """What a finished retraining did, for people: the new version, promoted or not, and why."""
+    reg = register_result or {}
+    decision = reg.get("decision") or {}
+    if not reg.get("registered"):
+        out = {"status": "not_registered", "reason": reg.get("reason") or "the pipeline registered no new version"}
+    else:
+        out = {
+            "status": "registered",
+            "model": reg.get("model"),
+            "version": str(reg.get("version")),
+            "alias": reg.get("alias"),
+            "promoted": reg.get("alias") == "champion",
+            "reason": decision.get("reason"),
+        }
+    if labeled is not None:
+        out["labeled_batch"] = str(labeled)
+    return out
 
 
 def _fallback_html(path: Path, result: dict) -> Path:
@@ -275,6 +402,11 @@ def _fallback_html(path: Path, result: dict) -> Path:
     return path
 
 
+def metric_key(text: str) -> str:
+    """An MLflow metric name for a column (MLflow allows letters, digits, ``_ - . / space``)."""
+    return re.sub(r"[^0-9A-Za-z_\-. ]+", "_", str(text))[:200] or "_"
+
+
 def _log_monitoring(client, params: Params, result: dict, step: int) -> str:
     from driftloop import tracking
 
@@ -286,16 +418,23 @@ def _log_monitoring(client, params: Params, result: dict, step: int) -> str:
         tags={
             "driftloop.model": result["model"],
             "driftloop.batch_id": result["batch_id"],
+            "driftloop.batch_index": str(step),
             "driftloop.status": result["status"],
             "driftloop.champion_version": result["champion_version"],
             "driftloop.reasons": "; ".join(map(str, result["decision"].get("reasons", [])))[:4900],
         },
     )
-    metrics = {"rows": result["rows"], "status_code": {"ok": 0, "warn": 1, "retrain": 2}.get(result["status"], 3)}
+    metrics = {"rows": result["rows"], "status_code": STATUS_CODES.get(result["status"], 4)}
     if "drift" in result:
         metrics.update(drift_share=result["drift"]["drift_share"], n_drifted=result["drift"]["n_drifted"])
+        # one metric per column, step = batch index: the MLflow UI charts a column's drift across batches
+        for col in result["drift"].get("columns", []):
+            if col.get("score") is not None:
+                metrics[f"drift/{metric_key(col['column'])}"] = col["score"]
     if "prediction_drift" in result and result["prediction_drift"].get("score") is not None:
         metrics["prediction_drift_score"] = result["prediction_drift"]["score"]
+    if (result.get("target_drift") or {}).get("score") is not None:
+        metrics["target_drift_score"] = result["target_drift"]["score"]
     perf = result.get("performance") or {}
     for k, v in {**perf, **(perf.get("metrics") or {})}.items():
         if isinstance(v, int | float) and not isinstance(v, bool):
@@ -306,18 +445,29 @@ def _log_monitoring(client, params: Params, result: dict, step: int) -> str:
     return run.info.run_id
 
 
+def alert_message(result: dict) -> str:
+    """The alert's text: the reasons, then the numbers that apply to the status (no drift share for a
+    batch whose schema is broken or that is too small: those numbers would mislead)."""
+    reasons = result.get("decision", {}).get("reasons", [])
+    message = "\n".join(f"- {r}" for r in reasons) or "-"
+    drift = result.get("drift") or {}
+    if drift and result.get("status") in ("ok", "warn", "retrain"):
+        share, n, of = drift.get("drift_share", 0), drift.get("n_drifted"), drift.get("n_columns")
+        message += f"\n\ndrift share {share:.0%} ({n}/{of} columns)"
+        top = sorted((c for c in drift.get("columns", []) if c.get("drifted")), key=lambda c: -(c.get("score") or 0))
+        if top:
+            message += "; most drifted: " + ", ".join(f"{c['column']} {c['score']:.3f}" for c in top[:5])
+    return message + f"\nreport: {result.get('report_html')}"
+
+
 def _alert(params: Params, result: dict) -> dict:
     from driftloop.alerts import Alert, send_alert
 
-    drift = result.get("drift", {})
-    reasons = result["decision"].get("reasons", [])
-    message = "\n".join(f"- {r}" for r in reasons) or "-"
-    if drift:
-        message += f"\n\ndrift share {drift.get('drift_share', 0):.0%}; report: {result.get('report_html')}"
+    drift = result.get("drift", {}) if result["status"] in ("ok", "warn", "retrain") else {}
     alert = Alert(
         status=result["status"],
         title=f"driftloop {result['status']}: batch {result['batch_id']}",
-        message=message,
+        message=alert_message(result),
         batch_id=result["batch_id"],
         details={
             "model": result["model"],
@@ -353,18 +503,32 @@ def score_batch(
 
 
 # --------------------------------------------------------------------------- retraining
+def labeled_path(params: Params, batch_id: str, project: str | Path = ".") -> Path:
+    return Path(project) / params.ingest.labeled_dir / f"{_safe_id(batch_id)}.parquet"
+
+
+def _check_labels(params: Params, batch_id: str, batch: pd.DataFrame) -> None:
+    target = params.base.target
+    if target not in batch.columns or batch[target].isna().all():
+        raise DataError(f"batch {batch_id}: no labels in column '{target}'; it cannot be added to the training data")
+
+
 def add_labeled_batch(params: Params, batch_id: str, batch: pd.DataFrame, project: str | Path = ".") -> Path:
-    """Store a labeled batch under ``ingest.labeled_dir`` as a new DVC-tracked data version."""
+    """Store a labeled batch under ``ingest.labeled_dir`` as a new DVC-tracked data version.
+
+    The file is named by the batch's unique id (``make_batch_id``); labeled data is never overwritten: a
+    batch whose file is already there is refused, naming the file.
+    """
     from dvc.repo import Repo
 
     from driftloop.data.ingest import write_parquet_atomic
 
-    target = params.base.target
-    if target not in batch.columns or batch[target].isna().all():
-        raise DataError(f"batch {batch_id}: no labels in column '{target}'; it cannot be added to the training data")
-    labeled = Path(project) / params.ingest.labeled_dir
-    path = labeled / f"{batch_id}.parquet"
-    write_parquet_atomic(batch[batch[target].notna()], path)
+    batch_id = make_batch_id(batch_id, batch)
+    _check_labels(params, batch_id, batch)
+    path = labeled_path(params, batch_id, project)
+    if path.exists() or path.with_name(f"{path.name}.dvc").exists():
+        raise DataError(f"batch {batch_id}: {path} is already in the training data; labeled data is never overwritten")
+    write_parquet_atomic(batch[batch[params.base.target].notna()], path)
     with Repo(str(project)) as repo:
         repo.add(str(path.relative_to(project)) if Path(project) != Path(".") else str(path))
     return path
@@ -393,26 +557,53 @@ class PipelineSnapshot:
             {path: path.read_bytes() if path.is_file() else None for path in paths},
         )
 
-    def restore(self) -> None:
-        """Put ``dvc.lock`` and every pipeline output back as they were when the snapshot was taken."""
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (for the write-ahead intent): file contents base64-encoded, paths relative to the project."""
+
+        def enc(data: bytes | None) -> str | None:
+            return None if data is None else base64.b64encode(data).decode("ascii")
+
+        return {
+            "lock": enc(self.lock),
+            "uncached": {str(p.relative_to(self.project)): enc(d) for p, d in self.uncached.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, project: str | Path, data: dict[str, Any]) -> PipelineSnapshot:
+        project = Path(project).resolve()
+
+        def dec(text: str | None) -> bytes | None:
+            return None if text is None else base64.b64decode(text)
+
+        return cls(project, dec(data.get("lock")), {project / p: dec(d) for p, d in data.get("uncached", {}).items()})
+
+    def restore(self, *, force: bool = False) -> None:
+        """Put ``dvc.lock`` and every pipeline output back as they were when the snapshot was taken.
+
+        Without ``force``, nothing is done when ``dvc.lock`` did not change (an in-process failure: outputs
+        are written atomically and ``persist``ed). After a crash (``force``), a stage may have written its
+        outputs without reaching ``dvc.lock``: everything is put back.
+        """
         from dvc.repo import Repo
 
-        from driftloop.data.ingest import write_bytes_atomic
-
         lock = self.project / "dvc.lock"
-        if (lock.read_bytes() if lock.exists() else None) == self.lock:
+        if not force and (lock.read_bytes() if lock.exists() else None) == self.lock:
             return  # no stage finished with the batch (outputs are written atomically): nothing moved
         for path, data in [(lock, self.lock), *self.uncached.items()]:
             if data is None:
                 path.unlink(missing_ok=True)
             else:
-                write_bytes_atomic(data, path)
+                _write_synced(data, path)
         with Repo(str(self.project)) as repo:
             repo.checkout(force=True)  # the cached outputs (data, splits, models) of the restored dvc.lock
 
 
-def withdraw_labeled_batch(path: str | Path, project: str | Path = ".") -> None:
-    """Undo ``add_labeled_batch``: the batch file, its ``.dvc`` file and its ``.gitignore`` entry go."""
+def withdraw_labeled_batch(path: str | Path, project: str | Path = ".", gitignore: bytes | None = None) -> None:
+    """Undo ``add_labeled_batch``: the batch file, its ``.dvc`` file and its ``.gitignore`` entry go.
+
+    ``gitignore``: the labeled folder's ``.gitignore`` as it was before (a crash inside ``dvc add`` can leave
+    the entry without the ``.dvc`` file); it is written back as it was.
+    """
     from dvc.repo import Repo
 
     project = Path(project).resolve()
@@ -422,25 +613,441 @@ def withdraw_labeled_batch(path: str | Path, project: str | Path = ".") -> None:
         with Repo(str(project)) as repo:
             repo.remove(str(dvcfile), outs=True)
     path.unlink(missing_ok=True)
+    ignore = path.parent / ".gitignore"
+    if gitignore is not None:
+        if not ignore.exists() or ignore.read_bytes() != gitignore:
+            _write_synced(gitignore, ignore)
+    elif ignore.exists() and not any(
+        line.strip() and line.strip() != f"/{path.name}" for line in ignore.read_text().splitlines()
+    ):
+        ignore.unlink()  # only this batch's entry was in it: DVC created it for this batch
+
+
+# -- write-ahead retraining ------------------------------------------------------------------------------
+# A retraining changes the project in several steps (the labeled batch and its .dvc file, then dvc.lock and
+# the outputs stage by stage, then the registry, then the trigger link). Before the first change an intent
+# (.driftloop/retrain.json) records what to undo; it is deleted once the trigger link is recorded. A process
+# killed in between leaves the intent behind, and the next start (`driftloop run`, `driftloop monitor`, the
+# monitoring flow, `driftloop recover`) finishes the job: forward when the model was registered (the batch
+# stays, with its trigger link), back otherwise (the batch withdrawn, dvc.lock and the outputs restored).
+INTENT_DIR = ".driftloop"
+INTENT_FILE = "retrain.json"
+_ACTIVE: set[str] = set()  # intents this process is carrying out (not orphans, whatever their pid says)
+
+AFTER_INTENT = register_point("retrain.after_intent", "driftloop monitor BATCH --retrain (intent written)")
+AFTER_BATCH = register_point("retrain.after_batch", "driftloop monitor BATCH --retrain (batch + .dvc added)")
+AFTER_STAGE = register_point(
+    "retrain.after_stage", "driftloop monitor BATCH --retrain (after each stage and its dvc.lock entry; @N: N-th)"
+)
+AFTER_PIPELINE = register_point(
+    "retrain.after_pipeline", "driftloop monitor BATCH --retrain (registered; no trigger link yet)"
+)
+BEFORE_COMMIT = register_point(
+    "retrain.before_commit", "driftloop monitor BATCH --retrain (trigger link recorded; intent not committed)"
+)
+
+
+def intent_path(project: str | Path = ".") -> Path:
+    return Path(project).resolve() / INTENT_DIR / INTENT_FILE
+
+
+def _write_synced(data: bytes, path: Path) -> None:
+    """Atomic and durable: a temporary file, fsync, rename (readers and crashes see the old or the new file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _write_intent(intent: dict[str, Any]) -> None:
+    path = intent_path(intent["project"])
+    ignore = path.parent / ".gitignore"
+    if not ignore.exists():  # driftloop's own state is never committed (and never shows in `git status`)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ignore.write_text("# driftloop's own state (write-ahead intents, locks): never committed\n*\n")
+    _write_synced(json.dumps(intent, indent=1, default=str).encode(), path)
+
+
+def read_intent(project: str | Path = ".") -> dict[str, Any] | None:
+    path = intent_path(project)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:  # written atomically: a broken file was edited by hand
+        raise DriftloopError(f"{path}: unreadable retraining intent ({exc}); fix or delete it") from None
+
+
+def _lock(project: str | Path):
+    from filelock import FileLock
+
+    path = intent_path(project).with_name("retrain.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=600)
+
+
+def _owner() -> dict[str, Any]:
+    import psutil
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
+
+
+def owner_alive(intent: dict[str, Any]) -> bool:
+    """Whether the process that wrote ``intent`` is still carrying it out (another host: assumed so)."""
+    import psutil
+
+    owner = intent.get("owner") or {}
+    if owner.get("host") != socket.gethostname():
+        return True
+    if owner.get("pid") == os.getpid():
+        return intent.get("id") in _ACTIVE
+    try:
+        proc = psutil.Process(int(owner["pid"]))
+        return abs(proc.create_time() - float(owner["started"])) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
+
+
+def pending_retrain(project: str | Path = ".") -> dict[str, Any] | None:
+    """An interrupted retraining waiting for recovery (its process is gone), or None.
+
+    For readers of ``ingest.labeled_dir`` (the ingest stage): the labeled batch of a pending intent is not
+    part of the training data until it is recovered (``recover_retraining``; ``driftloop recover``). A
+    retraining still running (its own ingest stage reads the batch) is not pending.
+    """
+    intent = read_intent(project)
+    return intent if intent is not None and not owner_alive(intent) else None
+
+
+def _max_version(client, name: str) -> int:
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:  # noqa: BLE001 - no registered model yet
+        return 0
+    return max((int(v.version) for v in versions), default=0)
+
+
+class Retraining:
+    """One write-ahead retraining: ``begin`` (intent, then the batch), the pipeline, ``registered``,
+    ``link``, ``commit``; ``rollback`` undoes it. ``retraining()`` and ``pipeline.retrain_on`` drive it."""
+
+    def __init__(
+        self,
+        params: Params,
+        batch_id: str,
+        batch: pd.DataFrame,
+        project: str | Path = ".",
+        *,
+        monitor_run_id: str | None = None,
+        summary_json: str | None = None,
+        client=None,
+    ):
+        self.params, self.batch, self.project = params, batch, Path(project).resolve()
+        self.batch_id = make_batch_id(batch_id, batch)
+        self.monitor_run_id, self.summary_json = monitor_run_id, summary_json
+        self._client = client
+        self.intent: dict[str, Any] | None = None
+        self.outcome: dict[str, Any] | None = None
+        self.path = labeled_path(params, self.batch_id, self.project)
+
+    @property
+    def client(self):
+        if self._client is None:
+            from driftloop import tracking
+
+            self._client = tracking.connect(self.params)
+        return self._client
+
+    def begin(self) -> Path:
+        """Recover an interrupted retraining, write the intent, then add the labeled batch."""
+        _check_labels(self.params, self.batch_id, self.batch)
+        recover_retraining(self.project, self.params, client=self._client)
+        rel = self.path.relative_to(self.project)
+        if self.path.exists() or self.path.with_name(f"{self.path.name}.dvc").exists():
+            raise DataError(
+                f"batch {self.batch_id}: {rel} is already in the training data; labeled data is never overwritten"
+            )
+        with _lock(self.project):
+            current = read_intent(self.project)
+            if current is not None:  # started meanwhile by another process
+                raise DriftloopError(_in_progress(current))
+            ignore = self.path.parent / ".gitignore"
+            self.intent = {
+                "id": uuid.uuid4().hex,
+                "version": 1,
+                "project": str(self.project),
+                "phase": "begun",
+                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                "created_ms": int(time.time() * 1000),
+                "owner": _owner(),
+                "batch_id": self.batch_id,
+                "batch_path": str(rel),
+                "gitignore": None if not ignore.exists() else base64.b64encode(ignore.read_bytes()).decode("ascii"),
+                "monitor_run_id": self.monitor_run_id,
+                "summary_json": self.summary_json,
+                "model": self.params.base.model_name,
+                "versions_before": _max_version(self.client, self.params.base.model_name),
+                "snapshot": PipelineSnapshot.take(self.project).to_dict(),
+                "result": None,
+            }
+            _write_intent(self.intent)
+            _ACTIVE.add(self.intent["id"])
+        fault_point(AFTER_INTENT)
+        add_labeled_batch(self.params, self.batch_id, self.batch, self.project)
+        fault_point(AFTER_BATCH)
+        return self.path
+
+    def registered(self, register_result: dict) -> None:
+        """The pipeline finished (the register stage wrote its result): from here on, recovery goes forward."""
+        self.intent.update(phase="registered", result=register_result)
+        _write_intent(self.intent)
+        fault_point(AFTER_PIPELINE)
+
+    def link(self) -> None:
+        """The audit trail both ways (idempotent)."""
+        result = self.intent["result"] or {}
+        link_retraining(self.client, self.params, self.monitor_run_id, self.batch_id, result)
+        self.intent["phase"] = "linked"
+        _write_intent(self.intent)
+        fault_point(BEFORE_COMMIT)
+
+    def commit(self) -> dict[str, Any]:
+        outcome = retrain_outcome(self.intent["result"], self.intent["batch_path"])
+        _record_outcome(self.intent, outcome, self._client)
+        _finish(self.intent)
+        return outcome
+
+    def rollback(self, reason: str) -> dict[str, Any]:
+        outcome = _roll_back(self.intent, self.params, self._client, reason)
+        _finish(self.intent)
+        return outcome
+
+
+def _in_progress(intent: dict[str, Any]) -> str:
+    owner = intent.get("owner") or {}
+    return (
+        f"a retraining of batch {intent.get('batch_id')} is in progress (pid {owner.get('pid')} on "
+        f"{owner.get('host')}, since {intent.get('created_at')}; {intent_path(intent['project'])}); wait for it "
+        "to finish, or if that process is gone for good, run `driftloop recover --force`"
+    )
+
+
+def _finish(intent: dict[str, Any]) -> None:
+    intent_path(intent["project"]).unlink(missing_ok=True)
+    _ACTIVE.discard(intent.get("id"))
+
+
+def _record_outcome(intent: dict[str, Any], outcome: dict, client) -> None:
+    """The outcome into the batch's summary.json and onto the monitoring run (best effort: the data state is
+    what the intent protects; a summary that cannot be written is not a reason to undo a registration)."""
+    path = intent.get("summary_json")
+    with contextlib.suppress(Exception):
+        result = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+        result.setdefault("summary_json", path)
+        result.setdefault("mlflow_run_id", intent.get("monitor_run_id"))
+        record_retrain_outcome(result, outcome, client)
+
+
+def _registration(intent: dict[str, Any], client) -> dict | None:
+    """The register stage's result if the interrupted retraining registered a model (None otherwise)."""
+    if intent.get("result"):
+        return intent["result"]
+    from driftloop.pipeline import _register_out
+
+    project = Path(intent["project"])
+    try:
+        result = json.loads((project / _register_out(project)).read_text(encoding="utf-8"))
+        if not result.get("registered") or int(result["version"]) <= int(intent.get("versions_before") or 0):
+            return None
+        mv = client.get_model_version(intent["model"], str(result["version"]))
+    except Exception:  # noqa: BLE001 - no result, an older one, or not in the registry: not registered
+        return None
+    return result if mv.run_id == result.get("run_id") else None
+
+
+def _roll_forward(intent: dict[str, Any], params: Params, client, result: dict) -> dict[str, Any]:
+    from dvc.repo import Repo
+
+    project = Path(intent["project"])
+    with Repo(str(project)) as repo:
+        stale = repo.status()
+        for target in stale:  # registered, but killed before DVC recorded the last stage: record it now
+            repo.commit(target, force=True)
+    link_retraining(client, params, intent.get("monitor_run_id"), intent["batch_id"], result)
+    outcome = {**retrain_outcome(result, intent["batch_path"]), "recovered": "rolled forward"}
+    _record_outcome(intent, outcome, client)
+    return outcome
+
+
+def _roll_back(intent: dict[str, Any], params: Params, client, reason: str) -> dict[str, Any]:
+    project = Path(intent["project"])
+    notes = _fail_stale_runs(intent, client)
+    ignore = intent.get("gitignore")
+    withdraw_labeled_batch(intent["batch_path"], project, base64.b64decode(ignore) if ignore is not None else None)
+    PipelineSnapshot.from_dict(project, intent["snapshot"]).restore(force=True)
+    notes += _orphan_versions(intent, client)
+    outcome = {"status": "rolled_back", "reason": reason, "labeled_batch": None, "notes": notes}
+    _record_outcome(intent, outcome, client)
+    return outcome
+
+
+def _fail_stale_runs(intent: dict[str, Any], client) -> list[str]:
+    """MLflow runs of the interrupted retraining's stages (named in its tune/train outputs) left RUNNING."""
+    if client is None:
+        return []
+    project, notes = Path(intent["project"]), []
+    ids = []
+    for rel, key in (("models/run.json", "run_id"), ("models/best_params.json", "tune_run_id")):
+        with contextlib.suppress(Exception):
+            ids.append(json.loads((project / rel).read_text())[key])
+    for run_id in filter(None, ids):
+        with contextlib.suppress(Exception):
+            run = client.get_run(run_id)
+            if run.info.status == "RUNNING" and run.info.start_time >= int(intent.get("created_ms", 0)):
+                client.set_terminated(run_id, status="FAILED")
+                notes.append(f"MLflow run {run_id} of the interrupted retraining marked FAILED")
+    return notes
+
+
+def _orphan_versions(intent: dict[str, Any], client) -> list[str]:
+    """Versions registered by the interrupted retraining whose data was withdrawn: tagged, never moved."""
+    if client is None:
+        return []
+    notes = []
+    with contextlib.suppress(Exception):
+        for mv in client.search_model_versions(f"name = '{intent['model']}'"):
+            if int(mv.version) > int(intent.get("versions_before") or 0) and int(mv.creation_timestamp) >= int(
+                intent.get("created_ms", 0)
+            ):
+                client.set_model_version_tag(
+                    intent["model"], mv.version, "driftloop.retrain.withdrawn", intent["batch_id"]
+                )
+                notes.append(
+                    f"version {mv.version} was registered by the interrupted retraining, whose batch was withdrawn: "
+                    "tagged driftloop.retrain.withdrawn (aliases untouched; see `driftloop history`)"
+                )
+    return notes
+
+
+def recover_retraining(
+    project: str | Path = ".",
+    params: Params | None = None,
+    *,
+    client=None,
+    force: bool = False,
+    if_running: str = "raise",
+) -> dict[str, Any] | None:
+    """Finish an interrupted retraining of ``project``; None when there is none to finish.
+
+    Forward when its model was registered (the batch stays, the trigger link is recorded, the outcome goes
+    into the batch's summary.json), back otherwise (the batch withdrawn, ``dvc.lock`` and the outputs
+    restored: as if it had never started). A retraining whose process is still running is left alone:
+    ``if_running="raise"`` raises ``DriftloopError`` saying so, ``"skip"`` returns None; ``force`` recovers
+    it anyway (only for a process known to be gone, e.g. on another machine).
+    Returns ``{"action": "rolled_forward" | "rolled_back", "batch_id", "outcome"}``.
+    """
+    path = intent_path(project)
+    if not path.exists():
+        return None  # the common path: one stat
+    with _lock(project):
+        intent = read_intent(project)
+        if intent is None:
+            return None
+        if owner_alive(intent) and not force:
+            if if_running == "skip":
+                return None
+            raise DriftloopError(_in_progress(intent))
+        if params is None:
+            from driftloop.config import load_params
+
+            params = load_params(Path(intent["project"]) / "params.yaml")
+        if client is None:
+            from driftloop import tracking
+
+            client = tracking.connect(params)
+        batch = Path(intent["project"]) / intent["batch_path"]
+        result = _registration(intent, client)
+        if result is not None and batch.exists() and batch.with_name(f"{batch.name}.dvc").exists():
+            action, outcome = "rolled_forward", _roll_forward(intent, params, client, result)
+        else:
+            reason = f"interrupted in phase '{intent.get('phase')}' (pid {intent.get('owner', {}).get('pid')})"
+            action, outcome = (
+                "rolled_back",
+                _roll_back(intent, params, client, reason + "; recovered at the next start"),
+            )
+        _finish(intent)
+    return {"action": action, "batch_id": intent["batch_id"], "outcome": outcome}
 
 
 @contextlib.contextmanager
-def retraining(params: Params, batch_id: str, batch: pd.DataFrame, project: str | Path = ".") -> Iterator[Path]:
-    """Add the labeled batch for the retraining run inside the block; if the block fails, withdraw it.
+def retraining(
+    params: Params,
+    batch_id: str,
+    batch: pd.DataFrame,
+    project: str | Path = ".",
+    *,
+    monitor_run_id: str | None = None,
+    summary_json: str | None = None,
+    client=None,
+) -> Iterator[Retraining]:
+    """A write-ahead retraining around the block that runs the pipeline.
 
-    A failed retraining changes nothing: the batch leaves ``ingest.labeled_dir`` (left there, a batch
-    the pipeline rejects would fail every later run), and ``dvc.lock`` and the pipeline's outputs are
-    restored if stages had already run with it. The registry is written by the register stage only,
-    the last one, and only when every stage before it succeeded.
+    On entry: an interrupted retraining is recovered, the intent written, the labeled batch added. The block
+    runs the pipeline and calls ``txn.registered(result)``; on exit the trigger link is recorded and the intent
+    committed. If the block fails before ``registered``, everything is rolled back (the batch withdrawn,
+    ``dvc.lock`` and the outputs restored) and the error re-raised; after it, the intent stays for the next
+    start to roll forward.
     """
-    snapshot = PipelineSnapshot.take(project)
-    path = add_labeled_batch(params, batch_id, batch, project)
+    txn = Retraining(
+        params, batch_id, batch, project, monitor_run_id=monitor_run_id, summary_json=summary_json, client=client
+    )
     try:
-        yield path
-    except BaseException:
-        withdraw_labeled_batch(path, project)
-        snapshot.restore()
+        txn.begin()
+        yield txn
+    except BaseException as exc:
+        if txn.intent is not None and txn.intent.get("phase") == "begun":
+            txn.rollback(f"{type(exc).__name__}: {exc}"[:2000])
+        elif txn.intent is not None:
+            _ACTIVE.discard(txn.intent.get("id"))  # an orphan now: the next start rolls it forward
         raise
+    if txn.intent.get("phase") == "begun":  # the block did not say: nothing registered
+        txn.registered({"registered": False, "reason": "the pipeline registered no new version"})
+    txn.link()
+    txn.outcome = txn.commit()
+
+
+def reproduce_pipeline(project: str | Path = ".") -> list[str]:
+    """``dvc repro`` of the project, stage by stage (upstream first), the driftloop stage commands in this
+    process when the installed DVC allows it (``runner.in_process_commands``). Returns the stages that ran.
+
+    After each stage (and its ``dvc.lock`` entry) the fault point ``retrain.after_stage`` is reached.
+    """
+    import networkx as nx
+    from dvc.dvcfile import PROJECT_FILE
+    from dvc.repo import Repo
+
+    from driftloop import runner
+
+    root = Path(project).resolve()
+    ran: list[str] = []
+    hook = runner.in_process_commands() if runner.in_process_available() else contextlib.nullcontext()
+    with Repo(str(root)) as repo, hook:
+        graph = repo.index.graph
+        declared = {stage: i for i, stage in enumerate(repo.index.stages)}
+        wanted: set = set()
+        for stage in repo.stage.collect(str(root / PROJECT_FILE)):
+            wanted.update(nx.dfs_postorder_nodes(graph, stage))
+        order = nx.lexicographical_topological_sort(
+            graph.subgraph(wanted).reverse(copy=True), key=lambda s: declared.get(s, len(declared))
+        )
+        for stage in [s for s in order if getattr(s, "cmd", None)]:
+            if repo.reproduce(f"{stage.path}:{stage.name}", single_item=True):
+                ran.append(stage.addressing)
+            fault_point(AFTER_STAGE)
+    return ran
 
 
 def link_retraining(client, params: Params, monitor_run_id: str | None, batch_id: str, register_result: dict) -> None:

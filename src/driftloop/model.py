@@ -1,4 +1,8 @@
-"""The trained model: preprocessing + LightGBM booster + label mapping, scoring raw rows."""
+"""The trained model: preprocessing + LightGBM booster + label mapping, scoring raw rows.
+
+In the MLflow model it is stored without pickle: the booster as LightGBM's text model
+(``booster_text``) and everything else as JSON (``to_dict``); ``from_parts`` rebuilds it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ import numpy as np
 import pandas as pd
 
 from driftloop.features import Preprocessor
+
+# the declarative format of the logged model (model.json + booster.txt); bump when either changes incompatibly
+MODEL_FORMAT = "driftloop.model/1"
 
 # primary metric per task and whether higher is better
 PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
@@ -65,10 +72,29 @@ class TargetEncoder:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         return np.asarray(self.classes, dtype=object)[codes]
 
+    def to_dict(self) -> dict:
+        classes = []
+        for c in self.classes:
+            if isinstance(c, np.generic):
+                c = c.item()
+            if c is not None and not isinstance(c, str | bool | int | float):
+                from driftloop.errors import DataError
+
+                raise DataError(
+                    f"target label {c!r} ({type(c).__name__}) cannot be stored in the model's JSON: "
+                    "use text, integer, float or boolean labels"
+                )
+            classes.append(c)
+        return {"task": self.task, "classes": classes}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TargetEncoder:
+        return cls(str(data["task"]), list(data.get("classes") or []))
+
 
 @dataclass
 class DriftloopModel:
-    """Everything needed to score raw rows; pickled inside the MLflow model."""
+    """Everything needed to score raw rows; JSON + LightGBM text inside the MLflow model (``to_dict``)."""
 
     preprocessor: Preprocessor
     booster: object  # lightgbm.Booster
@@ -77,6 +103,43 @@ class DriftloopModel:
     threshold: float | None = None  # binary decision threshold chosen on validation data
     best_iteration: int | None = None
     ignored: list = field(default_factory=list)  # columns dropped by validation (IDs, constants...)
+
+    # ------------------------------------------------------------------ declarative form (no pickle)
+    def to_dict(self) -> dict:
+        """Everything but the booster, as JSON-ready data (``booster_text`` holds the trees)."""
+        return {
+            "format": MODEL_FORMAT,
+            "target": self.target,
+            "threshold": None if self.threshold is None else float(self.threshold),
+            "best_iteration": None if self.best_iteration is None else int(self.best_iteration),
+            "ignored": list(getattr(self, "ignored", []) or []),
+            "encoder": self.encoder.to_dict(),
+            "preprocessor": self.preprocessor.to_dict(),
+        }
+
+    def booster_text(self) -> str:
+        """LightGBM's text model with every iteration (``best_iteration`` is applied at predict time)."""
+        return self.booster.model_to_string(num_iteration=-1)
+
+    @classmethod
+    def from_parts(cls, data: dict, booster_text: str) -> DriftloopModel:
+        """Rebuild from ``to_dict`` (parsed JSON) and ``booster_text``: no code from the files runs."""
+        import lightgbm as lgb
+
+        fmt = data.get("format")
+        if fmt != MODEL_FORMAT:
+            from driftloop.errors import RegistryError
+
+            raise RegistryError(f"model format {fmt!r} is not supported by this driftloop (it reads {MODEL_FORMAT!r})")
+        return cls(
+            preprocessor=Preprocessor.from_dict(data["preprocessor"]),
+            booster=lgb.Booster(model_str=booster_text),
+            encoder=TargetEncoder.from_dict(data["encoder"]),
+            target=data["target"],
+            threshold=data.get("threshold"),
+            best_iteration=data.get("best_iteration"),
+            ignored=list(data.get("ignored") or []),
+        )
 
     def contract(self) -> dict:
         """The data contract of the raw rows this model takes (monitoring checks batches against it)."""

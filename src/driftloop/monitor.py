@@ -1024,7 +1024,7 @@ def performance(
 
 @dataclass(frozen=True)
 class Decision:
-    status: Literal["ok", "warn", "retrain", "schema_violation"]
+    status: Literal["ok", "warn", "retrain", "schema_violation", "insufficient_data"]
     reasons: tuple[str, ...]
     cooldown_active: bool = False
     notes: tuple[str, ...] = ()  # reported observations that did not change the status
@@ -1061,6 +1061,9 @@ def decide(
     """The monitoring decision for one batch.
 
     * ``schema_violation`` when the schema check failed (wins over everything else);
+    * ``insufficient_data`` when the batch has fewer than ``min_rows`` rows: too few to judge drift or
+      performance (a 1-row batch has a "drift share" of 1.0). Never a retrain, and it neither starts nor
+      counts towards a cooldown, so the next real batch is judged on its own;
     * ``retrain`` when drift_share >= ``drift_share_retrain``, or prediction drift with
       ``prediction_drift_retrain`` and drift_share >= ``drift_share_warn``, or performance
       ``drop`` >= ``performance_drop_retrain``;
@@ -1079,6 +1082,13 @@ def decide(
     notes = list(schema.notes)
     if not schema.ok:
         return Decision("schema_violation", tuple(schema.messages) or ("schema check failed",), False, tuple(notes))
+    min_rows = getattr(params, "min_rows", 0) or 0
+    if schema.n_rows < min_rows:
+        reason = (
+            f"{schema.n_rows} row(s) < monitor.min_rows={min_rows}: too few to judge drift or performance"
+            " (no retrain, no cooldown)"
+        )
+        return Decision("insufficient_data", (reason,), False, tuple(notes), {"rows": schema.n_rows})
 
     share = float(drift.drift_share) if drift is not None and drift.n_columns > 0 else None
     pred_drifted = bool(pred_drift and pred_drift.get("drifted"))

@@ -21,10 +21,18 @@ SPLITS = ("train", "valid", "test")
 
 
 def _read(path: str | Path) -> pd.DataFrame:
+    """A Parquet file a stage wrote (as written: user files go through ``driftloop.io.read_table``)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: not found (run the stage that produces it first, e.g. `dvc repro`)")
-    return pd.read_parquet(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); rerun the stage that produces it (`dvc repro -f`)")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a broken file
+        raise DataError(
+            f"{path}: cannot be read as Parquet ({type(exc).__name__}: {exc}); rerun the stage that produces it"
+        ) from None
 
 
 def _write_json(obj: Any, path: str | Path) -> None:
@@ -64,7 +72,10 @@ def count_rows(path: str | Path) -> int:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: not found (run the stage that produces it first, e.g. `dvc repro`)")
-    return pq.ParquetFile(path).metadata.num_rows
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception as exc:  # 0-byte, truncated, not Parquet
+        raise DataError(f"{path}: cannot be read as Parquet ({type(exc).__name__}: {exc})") from None
 
 
 # --------------------------------------------------------------------------- ingest / validate / split
@@ -75,29 +86,38 @@ def run_ingest(params: Params, out: str, progress=None) -> dict:
 
 
 def run_validate(params: Params, data: str, out: str, report: str) -> dict:
-    from driftloop.data.ingest import write_parquet_atomic
-    from driftloop.data.validate import validate
+    from driftloop.data import validate as v
+    from driftloop.faults import fault_point
+    from driftloop.io import redact_url, write_parquet_atomic
 
     df = _read(data)
-    source = params.ingest.path if params.ingest.source in ("csv", "parquet") else data
-    clean, rep = validate(df, params, source=source)
+    source = redact_url(params.ingest.path) if params.ingest.source in ("csv", "parquet") else data
+    clean, rep = v.validate(df, params, source=source)
     result = rep.to_dict()
-    write_parquet_atomic(clean, out)
+    write_parquet_atomic(clean, out, before_commit=lambda: fault_point(v.BEFORE_WRITE))
+    fault_point(v.BEFORE_REPORT)
     _write_json(result, report)
     return result
 
 
 def run_split(params: Params, data: str, out_dir: str) -> dict:
-    from driftloop.data.ingest import write_parquet_atomic
-    from driftloop.data.split import split
+    """Write train/valid/test; returns their sizes, the rows that repeat another and the test rows found in
+    train (always 0: copies of a row share a split; a non-zero count is refused before anything is written)."""
+    from driftloop.data import split as s
     from driftloop.data.validate import infer_task
+    from driftloop.faults import fault_point
+    from driftloop.io import write_parquet_atomic
 
     df = _read(data)
     task = infer_task(df[params.base.target], params.base.task)
-    parts = split(df, params, task)
+    parts = s.split(df, params, task)
+    overlap = s.train_test_overlap(parts["train"], parts["test"])
+    if overlap:
+        raise DataError(f"split: {overlap} test rows are identical to training rows; nothing was written")
     for name, path in split_paths(out_dir).items():
-        write_parquet_atomic(parts[name], path)
-    return {name: len(part) for name, part in parts.items()}
+        write_parquet_atomic(parts[name], path, before_commit=lambda: fault_point(s.BEFORE_WRITE))
+    sizes = {name: len(part) for name, part in parts.items()}
+    return {**sizes, "duplicate_rows": int(df.duplicated().sum()), "test_rows_in_train": overlap}
 
 
 # --------------------------------------------------------------------------- tune
@@ -161,6 +181,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     import optuna  # noqa: F401
 
     from driftloop import tracking
+    from driftloop import tune as tune_module
     from driftloop.tune import BackgroundCallback, can_yield_cpu, tune, yield_cpu
 
     splits = read_splits(split_dir, ("train", "valid"))  # the test split is not tune's input (nor a dvc.yaml dep)
@@ -169,9 +190,15 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     paths = split_paths(split_dir)
 
     def setup():
-        """MLflow's side: import, store start-up, the parent run, the champion's parameters."""
+        """MLflow's side: import, store start-up, the parent run, the champion's parameters.
+
+        The tune and trial runs a killed process left RUNNING (its ``driftloop.owner`` is gone) are set
+        FAILED first; this process's runs carry its own identity, for the next start to check.
+        """
         client = tracking.connect(params)
         tags = tracking.lineage_tags(params, {"train": paths["train"], "valid": paths["valid"]})
+        tags[tune_module.OWNER_TAG] = tune_module.process_identity()
+        tune_module.fail_orphaned_runs(client, tracking.experiment_id(client, params.base.experiment, params))
         parent = tracking.start_run(client, params, run_name="tune", tags={**tags, f"{tracking.TAG}stage": "tune"})
         trial_logger = tracking.TrialLogger(client, parent.info.experiment_id, parent.info.run_id, tags)
         return client, parent.info.run_id, trial_logger, champion_params(client, params)
@@ -228,6 +255,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             client, run_id, _, _ = mlflow_side.result()
             client.set_terminated(run_id, status="FAILED")
         raise
+    tune_module.fault_point(tune_module.STUDY_DONE)
     summary = {**result.to_dict(), "task": task, "mlflow_run_id": run_id}
     tracking.log_batch(
         client,
@@ -274,14 +302,29 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     return summary
 
 
-def run_tune_worker(params: Params, split_dir: str) -> int:
-    """Run trials of the shared (database-backed) study until it has ``tune.n_trials``; no outputs."""
-    from driftloop.tune import tune
+def run_tune_worker(params: Params, split_dir: str, worker_index: int | None = None) -> int:
+    """Run trials of the shared study until it has ``tune.n_trials`` (finished or running); no outputs.
+
+    ``worker_index`` seeds this worker's sampler (``base.seed + worker_index``); by default the study
+    numbers the processes that join it.
+    """
+    from driftloop.tune import WORKER_TRIAL, tune
 
     splits = read_splits(split_dir, ("train", "valid"))  # the test split is not tune's input (nor a dvc.yaml dep)
     task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
     name = study_name(params, split_paths(split_dir)["train"])
-    result = tune(X_train, y_train, X_valid, y_valid, task, len(enc.classes), params, study_name=name)
+    result = tune(
+        X_train,
+        y_train,
+        X_valid,
+        y_valid,
+        task,
+        len(enc.classes),
+        params,
+        study_name=name,
+        worker_index=worker_index,
+        trial_point=WORKER_TRIAL,
+    )
     return result.n_complete + result.n_pruned
 
 
@@ -435,19 +478,31 @@ def run_evaluate(
 
 # --------------------------------------------------------------------------- register
 def run_register(params: Params, split_dir: str, model_path: str, run_info: str, metrics: str, out: str) -> dict:
+    """Gate the trained model and move its alias (compare-and-set against the champion it was compared with).
+
+    Idempotent per train run: rerun after a kill, a version registered from the same run but never gated is
+    gated again (no second version); one whose gate move committed gives its recorded result.
+    """
     from driftloop import register as reg
     from driftloop import tracking
+    from driftloop.faults import fault_point
 
     if not params.register.enabled:
         result = {"registered": False, "reason": "register.enabled is false"}
         _write_json(result, out)
         return result
+    client = tracking.connect(params)
+    reg.recover(client, params)  # a killed alias move first: the gate must compare against the real champion
     model = load_pickle(model_path)
     paths = split_paths(split_dir)
     test = _read(paths["test"])
     info = json.loads(Path(run_info).read_text())
-    client = tracking.connect(params)
     name = params.base.model_name
+    mv = reg.version_of_run(client, name, info["run_id"])
+    if mv is not None and (done := reg.gate_record(client, params, str(mv.version))) is not None:
+        result = _register_result(name, mv, json.loads(mv.tags.get(f"{tracking.TAG}gate", "{}")), done)
+        _write_json(result, out)
+        return result
     champion_mv = reg.current_version(client, name, reg.CHAMPION)
     champion, error = None, None
     if champion_mv is not None:
@@ -460,55 +515,84 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
     known = None  # the evaluate stage's value of the gate metric, if it scored this model on these test rows
     if evaluated.get("rows") == len(test) and evaluated.get("task") == model.task:
         known = test_metrics.get(reg.gate_metric(params, model.task))
+    train = _read(paths["train"])
+    valid = _read(paths["valid"]) if paths["valid"].exists() else None
+    baseline_value, baseline_scores = reg.dummy_baseline(params, model, train, test, evaluated)
+    compared = str(champion_mv.version) if champion_mv else None
     decision = reg.decide(
-        model, champion, str(champion_mv.version) if champion_mv else None, test, params, error, new_value=known
+        model,
+        champion,
+        compared,
+        test,
+        params,
+        error,
+        new_value=known,
+        valid_df=valid,
+        baseline_value=baseline_value,
+        baseline_scores=baseline_scores,
     )
 
     # nothing has been written to the registry up to here
-    run_id = _ensure_run(client, params, info)
-    train = _read(paths["train"])
-    n_ref = min(params.monitor.reference_rows, len(train))
-    reference = train.sample(n=n_ref, random_state=params.base.seed) if n_ref < len(train) else train
-    sample = reference.drop(columns=[params.base.target]).head(200)
-    with _quiet():
-        model_info = tracking.log_model(client, run_id, model, sample)
-    _log_reference(client, run_id, reference)
     tags = {
-        **tracking.lineage_tags(params, paths),
-        f"{tracking.TAG}train_run_id": run_id,
-        f"{tracking.TAG}tune_run_id": str(info.get("tune_run_id")),
-        f"{tracking.TAG}task": model.task,
         f"{tracking.TAG}test_metrics": json.dumps(test_metrics, default=str),
         f"{tracking.TAG}gate": json.dumps(decision.to_dict(), default=str),
+        f"{tracking.TAG}decision": decision.decision,
     }
-    mv = (
-        client.create_model_version(name, model_info.model_uri, run_id=run_id, tags=tags, model_id=model_info.model_id)
-        if _has_registered(client, name)
-        else _create_and_register(client, name, model_info, run_id, tags)
-    )
-    previous = reg.current_version(client, name, decision.alias)
+    if mv is None:  # not registered yet (else: registered by a run of this stage killed before its alias move)
+        run_id = _ensure_run(client, params, info)
+        n_ref = min(params.monitor.reference_rows, len(train))
+        reference = train.sample(n=n_ref, random_state=params.base.seed) if n_ref < len(train) else train
+        sample = reference.drop(columns=[params.base.target]).head(200)
+        with _quiet():
+            model_info = tracking.log_model(client, run_id, model, sample)
+        _log_reference(client, run_id, reference)
+        tags = {
+            **tracking.lineage_tags(params, paths),
+            f"{tracking.TAG}train_run_id": run_id,
+            f"{tracking.TAG}tune_run_id": str(info.get("tune_run_id")),
+            f"{tracking.TAG}task": model.task,
+            **tags,
+        }
+        mv = (
+            client.create_model_version(
+                name, model_info.model_uri, run_id=run_id, tags=tags, model_id=model_info.model_id
+            )
+            if _has_registered(client, name)
+            else _create_and_register(client, name, model_info, run_id, tags)
+        )
+    else:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(mv.version), key, value[:5000])
+    fault_point(reg.AFTER_VERSION)
     record = reg.record_move(
         client,
         params,
         alias=decision.alias,
-        to_version=mv.version,
-        from_version=str(previous.version) if previous else None,
+        to_version=str(mv.version),
         action="gate",
         reason=decision.reason,
         evidence=decision.to_dict(),
+        # the promotion is a compare-and-set against the champion the gate compared with
+        expect=compared if decision.alias == reg.CHAMPION else reg.ANY,
+        since=f"the gate compared version {mv.version} against it (rerun to gate it against the new champion)",
     )
-    result = {
+    result = _register_result(name, mv, decision.to_dict(), record)
+    _write_json(result, out)
+    return result
+
+
+def _register_result(name: str, mv, decision: dict, record: dict) -> dict:
+    return {
         "registered": True,
         "model": name,
         "version": str(mv.version),
-        "alias": decision.alias,
-        "decision": decision.to_dict(),
-        "run_id": run_id,
+        "alias": record["alias"],
+        "outcome": decision.get("decision", ""),
+        "decision": decision,
+        "run_id": mv.run_id,
         "model_uri": f"models:/{name}/{mv.version}",
         "record": record,
     }
-    _write_json(result, out)
-    return result
 
 
 def _has_registered(client, name: str) -> bool:
@@ -577,22 +661,32 @@ def _quiet():
 
 # --------------------------------------------------------------------------- retraining
 def retrain_on(
-    params: Params, batch_id: str, batch: pd.DataFrame, monitor_run_id: str | None = None, project: str | Path = "."
+    params: Params,
+    batch_id: str,
+    batch: pd.DataFrame,
+    monitor_run_id: str | None = None,
+    project: str | Path = ".",
+    summary_json: str | None = None,
 ) -> dict:
     """Add the labeled batch as a new DVC data version, reproduce the pipeline, link the audit trail.
 
-    If the pipeline fails, the batch is withdrawn and ``dvc.lock`` and the outputs restored
-    (``loop.retraining``): the failure changes nothing, and the next run does not meet the batch again.
+    Write-ahead (``loop.retraining``): an intent is recorded before anything changes and committed once the
+    trigger link is recorded. If the pipeline fails, the batch is withdrawn and ``dvc.lock`` and the outputs
+    restored: the failure changes nothing, and the next run does not meet the batch again. If the process is
+    killed, the next start finishes the job (forward if the model was registered, back otherwise).
+    Returns the register stage's result plus ``retrain`` (the outcome: version, promoted or not, why).
     """
-    from dvc.repo import Repo
+    from driftloop import loop
 
-    from driftloop import loop, tracking
-
-    with loop.retraining(params, batch_id, batch, project), Repo(str(project)) as repo:
-        repo.reproduce()
-    result = json.loads((Path(project) / _register_out(project)).read_text())
-    loop.link_retraining(tracking.connect(params), params, monitor_run_id, batch_id, result)
-    return result
+    with loop.retraining(
+        params, batch_id, batch, project, monitor_run_id=monitor_run_id, summary_json=summary_json
+    ) as txn:
+        ran = loop.reproduce_pipeline(project)
+        result = json.loads((Path(project) / _register_out(project)).read_text())
+        if "register" not in {name.rsplit(":", 1)[-1] for name in ran}:  # nothing new registered
+            result = {"registered": False, "reason": "the register stage did not run", "stages": ran}
+        txn.registered(result)
+    return {**result, "batch_id": txn.batch_id, "retrain": txn.outcome}
 
 
 def _register_out(project: str | Path) -> str:

@@ -1,28 +1,78 @@
 """Register stage: the promotion gate and every alias move, recorded.
 
-A new version becomes ``@champion`` only if it beats the current champion on the *same* test
-set by ``register.min_improvement`` (optionally with a bootstrap interval above zero);
-otherwise it becomes ``@challenger``. The comparison is computed before anything is written,
-so a failure leaves the registry and aliases as they were. Each alias move is a tagged run in
-the ``<experiment>-registry`` experiment (who, when, from which version, why, the evidence)
-plus tags on the model version.
+A new version becomes ``@champion`` only if the test (and validation) split holds enough evidence to judge
+(``register.min_test_events``), it beats the dummy baseline, and it beats the current champion on the *same*
+test set by ``register.min_improvement`` (optionally with a bootstrap interval above zero); otherwise it becomes
+``@challenger``, with the outcome (``decision``) saying why. The comparison is computed before anything is
+written, so a failure leaves the registry and aliases as they were.
+
+Alias moves are compare-and-set under a lock, intent then commit:
+
+- every move of an alias of one registered model is serialized: ``pg_advisory_lock`` on a hash of the model
+  name when the registry store (or ``$DRIFTLOOP_REGISTRY_LOCK_URL``) is PostgreSQL, else a file lock next to
+  the SQLite database (``<db>.<model>.registry.lock``), or for other stores (a tracking server, a file store)
+  ``~/.cache/driftloop/locks/<hash of the store URI>-<model>.registry.lock`` (one machine only: point
+  ``DRIFTLOOP_REGISTRY_LOCK_URL`` at a PostgreSQL database to serialize movers on several machines);
+- inside the lock the current alias is compared with the one the mover expects (``--expect-current``, or the
+  champion the gate compared against): if it moved, nothing is written;
+- the audit record (a run in ``<experiment>-registry``) is written first with ``state=intent`` and the full
+  record, then the alias and the version tags are set, then the record is marked ``state=committed`` and its
+  run FINISHED;
+- ``recover`` (run at the start of every registry operation) completes an interrupted move whose alias was set
+  (roll forward) or marks it ``aborted`` when the alias never moved.
+
+Invariant: ``@champion`` equals the ``to_version`` of the last committed ``champion`` record; ``history`` lists
+committed records, and ``rollback`` undoes the last move that was not itself undone, read from that chain.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
+import hashlib
 import json
-from dataclasses import asdict, dataclass
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from driftloop.config import Params
-from driftloop.errors import RegistryError
+from driftloop.errors import DriftloopError, RegistryError
+from driftloop.faults import fault_point, register_point
 from driftloop.model import HIGHER_IS_BETTER, PRIMARY_METRIC, DriftloopModel
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+
+# the gate's outcomes (``Decision.decision``, the version tag ``driftloop.decision``)
+PROMOTED = "promoted"
+NOT_BETTER = "not_better"
+NOT_COMPARABLE = "not_comparable"
+INSUFFICIENT_EVIDENCE = "insufficient_evidence"
+BELOW_BASELINE = "below_baseline"
+
+# audit record states (tag ``driftloop.audit.state``)
+INTENT, COMMITTED, ABORTED = "intent", "committed", "aborted"
+
+LOCK_URL_ENV = "DRIFTLOOP_REGISTRY_LOCK_URL"
+
+# fault points: every alias move (per command) at each step boundary, the register stage before its move,
+# and recovery's roll forward
+_MOVERS = {"gate": "driftloop register", "manual_promote": "driftloop promote", "rollback": "driftloop rollback"}
+_POINT_PREFIX = {"gate": "registry.gate", "manual_promote": "registry.promote", "rollback": "registry.rollback"}
+_STEPS = ("after_intent", "after_alias", "after_tags", "before_commit")
+FAULTS = {
+    action: {step: register_point(f"{_POINT_PREFIX[action]}.{step}", cmd) for step in _STEPS}
+    for action, cmd in _MOVERS.items()
+}
+AFTER_VERSION = register_point("registry.gate.after_version", "driftloop register")
+RECOVER_BEFORE_COMMIT = register_point(
+    "registry.recover.before_commit", "driftloop promote/rollback/history/register after a killed move"
+)
 
 
 def gate_metric(params: Params, task: str) -> str:
@@ -176,9 +226,64 @@ class Decision:
     ci_low: float | None = None
     ci_high: float | None = None
     test_rows: int = 0
+    decision: str = ""  # PROMOTED | NOT_BETTER | NOT_COMPARABLE | INSUFFICIENT_EVIDENCE | BELOW_BASELINE
+    baseline_value: float | None = None  # the dummy baseline's gate metric on the same test rows
+    events: dict = field(default_factory=dict)  # split -> {class or "rows": count}, what the evidence check saw
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def count_events(task: str, y: np.ndarray, classes: list) -> dict[str, int]:
+    """What the gate counts as evidence: rows per class (classification), rows (regression)."""
+    if task == "regression":
+        return {"rows": int(len(y))}
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(classes))
+    return {str(c): int(n) for c, n in zip(classes, counts, strict=False)}
+
+
+def _evidence_shortfall(task: str, events: dict[str, dict[str, int]], minimum: int) -> str | None:
+    """A message naming the counts and the param when any split holds fewer than ``minimum`` events."""
+    if minimum <= 0:
+        return None
+    short = {split: c for split, c in events.items() if c and min(c.values()) < minimum}
+    if not short:
+        return None
+
+    def describe(split: str, c: dict[str, int]) -> str:
+        if task == "regression":
+            return f"the {split} split has {c['rows']:,} rows"
+        if task == "binary" and len(c) == 2:
+            (neg, n_neg), (pos, n_pos) = c.items()
+            return f"the {split} split has {n_pos:,} positives ({pos!s}) and {n_neg:,} negatives ({neg!s})"
+        return f"the {split} split has " + ", ".join(f"{n:,} of class {k}" for k, n in c.items())
+
+    need = {
+        "regression": f"at least {minimum} rows",
+        "binary": f"at least {minimum} positives and {minimum} negatives",
+    }.get(task, f"at least {minimum} rows of every class")
+    return (
+        "insufficient evidence to judge: "
+        + "; ".join(describe(split, c) for split, c in events.items() if split in short)
+        + f"; register.min_test_events={minimum} requires {need}. Registered as @{CHALLENGER}, not promoted "
+        "(add data, or lower register.min_test_events)"
+    )
+
+
+def dummy_scores(task: str, y_train: np.ndarray, n: int, n_classes: int) -> np.ndarray:
+    """The dummy baseline's scores on ``n`` rows: the training prior (as ``DummyClassifier(strategy="prior")``,
+    ``DummyRegressor()``)."""
+    y_train = np.asarray(y_train)
+    if task == "regression":
+        return np.full(n, float(np.mean(y_train)))
+    freq = np.bincount(y_train.astype(np.int64), minlength=n_classes) / max(len(y_train), 1)
+    if task == "binary":
+        return np.full(n, float(freq[1]))
+    return np.tile(freq, (n, 1))
+
+
+def _beats(metric: str, new: float, old: float) -> bool:
+    return bool(new > old) if HIGHER_IS_BETTER[metric] else bool(new < old)
 
 
 def decide(
@@ -189,8 +294,17 @@ def decide(
     params: Params,
     champion_error: str | None = None,
     new_value: float | None = None,
+    *,
+    valid_df: pd.DataFrame | None = None,
+    baseline_value: float | None = None,
+    baseline_scores: np.ndarray | None = None,
 ) -> Decision:
     """Compare the new model with the champion on the same test set (no writes).
+
+    In order: enough evidence in the test (and ``valid_df``) split to judge (``register.min_test_events``), else
+    ``insufficient_evidence``; better than the dummy baseline (``baseline_value``, the dummy's gate metric on
+    these test rows; with ``register.require_significant`` and ``baseline_scores``, significantly so), else
+    ``below_baseline`` (the first model too); then better than the champion.
 
     ``new_value``: the new model's gate metric on this test set when the caller has it already (the
     evaluate stage's metrics); the new model then scores the test rows only if there is a champion to
@@ -200,22 +314,61 @@ def decide(
 
     task, rp = new.task, params.register
     metric = gate_metric(params, task)
+    classes = list(new.encoder.classes)
     y = new.encoder.encode(test_df[new.target])
+    events = {"test": count_events(task, y, classes)}
+    if valid_df is not None and len(valid_df):
+        with contextlib.suppress(KeyError, ValueError, DriftloopError):  # unknown labels: not evidence
+            events["validation"] = count_events(task, new.encoder.encode(valid_df[new.target]), classes)
+    base = {
+        "metric": metric,
+        "test_rows": len(test_df),
+        "champion_version": champion_version,
+        "baseline_value": baseline_value,
+        "events": events,
+    }
+    if shortfall := _evidence_shortfall(task, events, rp.min_test_events):
+        value = new_value if new_value is not None else float("nan")
+        return Decision(CHALLENGER, shortfall, new_value=value, decision=INSUFFICIENT_EVIDENCE, **base)
     new_scores = None
     if champion is not None or new_value is None:
         new_scores = new.predict_scores(test_df)
         new_value = metric_value(task, metric, y, new_scores, new.threshold)
-    base = {"metric": metric, "new_value": new_value, "test_rows": len(test_df), "champion_version": champion_version}
+    base["new_value"] = new_value
+    if baseline_value is not None:
+        beats = _beats(metric, new_value, baseline_value)
+        why = f"{metric} {new_value:.4f} does not beat the dummy baseline's {baseline_value:.4f}"
+        if beats and rp.require_significant and baseline_scores is not None and rp.n_bootstrap > 0:
+            if new_scores is None:
+                new_scores = new.predict_scores(test_df)
+            point, lo, hi = bootstrap_improvement(
+                task, metric, y, new_scores, baseline_scores, n=rp.n_bootstrap, confidence=rp.confidence,
+                seed=params.base.seed, thresholds=(new.threshold, None),
+            )  # fmt: skip
+            if not lo > 0:
+                beats = False
+                why = (
+                    f"{metric} {new_value:.4f} is not significantly better than the dummy baseline's "
+                    f"{baseline_value:.4f} ({rp.confidence:.0%} CI [{lo:+.4f}, {hi:+.4f}]); "
+                    "register.require_significant is set"
+                )
+        if not beats:
+            reason = f"{why}: a model no better than the dummy is never promoted"
+            return Decision(CHALLENGER, reason, decision=BELOW_BASELINE, **base)
     if champion_version is None:
-        return Decision(CHAMPION, "first model: no current champion", **base)
+        reason = "first model: no current champion"
+        if baseline_value is not None:
+            reason += f"; {metric} {new_value:.4f} beats the dummy baseline's {baseline_value:.4f}"
+        return Decision(CHAMPION, reason, decision=PROMOTED, **base)
     if champion is None:
-        return Decision(CHALLENGER, f"the champion cannot be compared on this test set: {champion_error}", **base)
+        reason = f"the champion cannot be compared on this test set: {champion_error}"
+        return Decision(CHALLENGER, reason, decision=NOT_COMPARABLE, **base)
     try:
-        if champion.task != task or [str(c) for c in champion.encoder.classes] != [str(c) for c in new.encoder.classes]:
+        if champion.task != task or [str(c) for c in champion.encoder.classes] != [str(c) for c in classes]:
             raise ValueError(f"champion task/classes {champion.task}/{champion.encoder.classes} differ")
         old_scores = champion.predict_scores(test_df)
     except (KeyError, ValueError) as exc:
-        return Decision(CHALLENGER, f"the champion cannot score this test set: {exc}", **base)
+        return Decision(CHALLENGER, f"the champion cannot score this test set: {exc}", decision=NOT_COMPARABLE, **base)
     point, lo, hi = bootstrap_improvement(
         task,
         metric,
@@ -235,11 +388,11 @@ def decide(
     ci = f"{rp.confidence:.0%} CI [{lo:+.4f}, {hi:+.4f}]"
     if passes:
         reason = f"{metric} improves by {point:+.4f} ({ci}) >= register.min_improvement={rp.min_improvement}"
-        return Decision(CHAMPION, reason, **evidence)
+        return Decision(CHAMPION, reason, decision=PROMOTED, **evidence)
     reason = f"{metric} improvement {point:+.4f} ({ci}) does not reach register.min_improvement={rp.min_improvement}"
     if rp.require_significant and point >= rp.min_improvement:
         reason = f"{metric} improvement {point:+.4f} is not significant ({ci}); register.require_significant is set"
-    return Decision(CHALLENGER, reason, **evidence)
+    return Decision(CHALLENGER, reason, decision=NOT_BETTER, **evidence)
 
 
 def current_version(client, name: str, alias: str):
@@ -252,12 +405,242 @@ def current_version(client, name: str, alias: str):
 
 
 def load_version(name: str, version: str) -> DriftloopModel:
-    import mlflow
+    from driftloop import artifacts
 
-    # suppress_warnings: skip the check of the model's pip requirements against the installed distributions
-    # (a scan of site-packages, ~1-2 s, cached per process) and the Python-version warning: warnings only.
-    # (mlflow.pyfunc.log_model runs that scan with no opt-out; `driftloop run` does it on its warm-up thread.)
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}", suppress_warnings=True).unwrap_python_model().model
+    # verified against the SHA-256 manifest recorded at log time, then rebuilt from JSON + LightGBM text (no
+    # pickle, no code from the artifact store); a tampered or unrecorded version raises IntegrityError
+    return artifacts.load_model(name, version)
+
+
+# --------------------------------------------------------------------------- alias moves: lock, CAS, intent, commit
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY = _Any()  # ``expect``: no expectation about the alias's current version
+
+_AUDIT = "driftloop.audit."  # tracking.TAG + "audit.": every field of an audit record is a tag of its run
+_STATE = _AUDIT + "state"
+
+
+def _norm(version) -> str | None:
+    """A version as the registry spells it; None/"none"/"" = no version holds the alias."""
+    if version is None or str(version).strip().lower() in ("", "none", "null"):
+        return None
+    return str(version).strip()
+
+
+def _show(version) -> str:
+    return "none" if version is None else str(version)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_.-]+", "-", name)[:80] or "model"
+
+
+def lock_target(params: Params) -> tuple[str, str]:
+    """("postgresql", url) or ("file", path): where alias moves of ``base.model_name`` are serialized."""
+    name = params.base.model_name
+    url = os.environ.get(LOCK_URL_ENV) or params.base.registry_uri or params.base.tracking_uri
+    if url.startswith("postgresql"):
+        return "postgresql", url
+    if url.startswith("sqlite:///") and (db := url[len("sqlite:///") :].split("?", 1)[0]) not in ("", ":memory:"):
+        db_path = Path(db).expanduser().resolve()
+        return "file", str(db_path.with_name(f"{db_path.name}.{_safe_name(name)}.registry.lock"))
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "driftloop" / "locks"
+    store = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return "file", str(cache / f"{store}-{_safe_name(name)}.registry.lock")
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"driftloop.registry:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _pg_lock(url: str, name: str, timeout: float) -> Iterator[None]:
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    u = sa.engine.make_url(url)
+    if u.drivername == "postgresql":  # SQLAlchemy's default driver is psycopg2; psycopg 3 is what driftloop pins
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            u = u.set(drivername="postgresql+psycopg")
+    shown = u.render_as_string(hide_password=True)
+    engine = sa.create_engine(u, poolclass=NullPool)
+    try:
+        try:
+            conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.SQLAlchemyError as exc:
+            raise RegistryError(
+                f"cannot connect to {shown} to lock the alias moves of '{name}': {type(exc.orig or exc).__name__}"
+            ) from None
+        try:
+            try:
+                conn.exec_driver_sql(f"SET lock_timeout = {max(1, int(timeout * 1000))}")
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key(name)})
+            except sa.exc.OperationalError:
+                raise RegistryError(
+                    f"another alias move of '{name}' held the registry lock (PostgreSQL advisory lock on {shown}) "
+                    f"for more than register.lock_timeout_s={timeout:g}; nothing changed"
+                ) from None
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(name)})
+        finally:
+            conn.close()  # the session ends: PostgreSQL releases the lock even if the unlock failed (or on kill -9)
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def alias_lock(params: Params) -> Iterator[None]:
+    """Serialize the alias moves of ``base.model_name`` (held for one move: well under a second)."""
+    kind, where = lock_target(params)
+    name, timeout = params.base.model_name, params.register.lock_timeout_s
+    if kind == "postgresql":
+        with _pg_lock(where, name, timeout):
+            yield
+        return
+    from filelock import FileLock, Timeout
+
+    path = Path(where)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # flock: the kernel releases it when the holder dies (kill -9 included); the file stays (no unlink race)
+    lock = FileLock(str(path), timeout=timeout, preserve_lock_file=True, fallback_to_soft=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RegistryError(
+            f"another alias move of '{name}' held the registry lock {path} for more than "
+            f"register.lock_timeout_s={timeout:g}; nothing changed"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _experiment(params: Params) -> str:
+    return f"{params.base.experiment}-registry"
+
+
+def _audit_runs(client, params: Params, where: str = "", max_results: int | None = None) -> list:
+    """The audit runs of this model (matching ``where``), newest first (by sequence number, then start)."""
+    exp = client.get_experiment_by_name(_experiment(params))
+    if exp is None:
+        return []
+    name = params.base.model_name.replace("'", "\\'")
+    flt = f"tags.`{_AUDIT}model` = '{name}'" + (f" and {where}" if where else "")
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [exp.experiment_id],
+            filter_string=flt,
+            order_by=["attributes.start_time DESC"],
+            max_results=min(max_results or 1000, 1000),
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token or (max_results and len(runs) >= max_results):
+            break
+    return sorted(runs, key=_order, reverse=True)
+
+
+def _order(run) -> tuple[int, int]:
+    seq = run.data.tags.get(_AUDIT + "seq", "")
+    return (int(seq) if seq.isdigit() else 0, run.info.start_time or 0)
+
+
+def _record(run) -> dict:
+    rec = {k.removeprefix(_AUDIT): v for k, v in run.data.tags.items() if k.startswith(_AUDIT)}
+    for key in ("from_version", "to_version"):
+        rec[key] = _norm(rec.get(key))
+    rec.setdefault("state", COMMITTED)  # records written before intent/commit existed
+    rec["seq"] = _order(run)[0]
+    try:
+        rec["evidence"] = json.loads(run.data.params.get("evidence", "{}") or "{}")
+    except json.JSONDecodeError:  # cut by the store's size limit
+        rec["evidence"] = {"truncated": run.data.params["evidence"]}
+    rec["run_id"] = run.info.run_id
+    return rec
+
+
+def _chain(client, params: Params, alias: str) -> list[dict]:
+    """Committed moves of ``alias``, newest first."""
+    runs = _audit_runs(client, params, f"tags.`{_AUDIT}alias` = '{alias}'")
+    return [r for r in map(_record, runs) if r["state"] == COMMITTED]
+
+
+def _tag_version(client, name: str, record: dict) -> None:
+    prefix = f"driftloop.{record['alias']}."
+    for key, value in (
+        ("moved_at", record["when"]),
+        ("moved_by", record["who"]),
+        ("reason", record["reason"]),
+        ("action", record["action"]),
+        ("previous_version", _show(record["from_version"])),
+        ("audit_run_id", record.get("run_id", "")),
+        ("evidence", json.dumps(record.get("evidence") or {}, default=str)),
+    ):
+        client.set_model_version_tag(name, record["to_version"], prefix + key, str(value)[:5000])
+
+
+def _commit(client, run_id: str) -> None:
+    client.set_tag(run_id, _STATE, COMMITTED)  # the commit point: the state tag is the truth
+    client.set_terminated(run_id, "FINISHED")
+
+
+def _abort(client, run_id: str, note: str) -> None:
+    from driftloop import tracking
+
+    tracking.log_batch(client, run_id, tags={_STATE: ABORTED, _AUDIT + "note": note})
+    client.set_terminated(run_id, "FAILED")
+
+
+def recover(client, params: Params) -> list[dict]:
+    """Finish what a killed alias move left: an intent whose alias was set is committed (roll forward), one whose
+    alias never moved is aborted. Cheap when there is nothing to do (one search); call it before reading
+    ``@champion`` for monitoring or scoring. Returns the records it resolved."""
+    if not _audit_runs(client, params, "attributes.status = 'RUNNING'"):
+        return []
+    with alias_lock(params):
+        return _recover_locked(client, params)
+
+
+def _recover_locked(client, params: Params) -> list[dict]:
+    name = params.base.model_name
+    resolved = []
+    for run in reversed(_audit_runs(client, params, "attributes.status = 'RUNNING'")):  # oldest first
+        rec = _record(run)
+        if rec["state"] == COMMITTED:  # killed between the commit tag and the run's end
+            client.set_terminated(rec["run_id"], "FINISHED")
+            continue
+        if rec["state"] != INTENT:
+            client.set_terminated(rec["run_id"], "FAILED")
+            continue
+        cur = current_version(client, name, rec["alias"])
+        current = str(cur.version) if cur else None
+        if current == rec["to_version"]:  # the alias moved: finish the version tags, commit
+            _tag_version(client, name, rec)
+            fault_point(RECOVER_BEFORE_COMMIT)
+            _commit(client, rec["run_id"])
+            resolved.append({**rec, "state": COMMITTED, "recovery": "rolled forward"})
+        else:
+            note = (
+                "interrupted before the alias moved"
+                if current == rec["from_version"]
+                else f"interrupted; @{rec['alias']} is {_show(current)}, neither {_show(rec['from_version'])} "
+                f"nor {_show(rec['to_version'])}"
+            )
+            _abort(client, rec["run_id"], note)
+            resolved.append({**rec, "state": ABORTED, "note": note, "recovery": "discarded"})
+    return resolved
 
 
 def record_move(
@@ -265,120 +648,187 @@ def record_move(
     params: Params,
     *,
     alias: str,
-    to_version: str,
-    from_version: str | None,
+    to_version: str | Callable[[str | None], str],
     action: str,
     reason: str,
     evidence: dict | None = None,
+    expect=ANY,
+    since: str = "it was read",
 ) -> dict:
-    """Set the alias and write the audit record (a run in ``<experiment>-registry`` + version tags)."""
+    """Move ``alias`` to ``to_version`` as a compare-and-set under the model's lock, intent then commit.
+
+    ``expect``: the version the caller believes holds the alias (None: no version); if the alias holds another,
+    RegistryError and nothing is written. ``to_version`` may be a function of the current version (evaluated
+    inside the lock; it raises RegistryError to refuse).
+    """
     from driftloop import tracking
 
     name = params.base.model_name
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    who = getpass.getuser()
-    record = {
-        "model": name,
-        "alias": alias,
-        "action": action,
-        "to_version": str(to_version),
-        "from_version": None if from_version is None else str(from_version),
-        "reason": reason,
-        "who": who,
-        "when": now,
-        "evidence": evidence or {},
-    }
-    client.set_registered_model_alias(name, alias, str(to_version))
-    prefix = f"{tracking.TAG}{alias}."
-    for key, value in (
-        ("moved_at", now),
-        ("moved_by", who),
-        ("reason", reason),
-        ("action", action),
-        ("previous_version", record["from_version"] or "none"),
-        ("evidence", json.dumps(evidence or {}, default=str)),
-    ):
-        client.set_model_version_tag(name, str(to_version), prefix + key, str(value)[:5000])
-    run = tracking.start_run(
-        client,
-        params,
-        experiment=f"{params.base.experiment}-registry",
-        run_name=f"{action}-{alias}-v{to_version}",
-        tags={
-            f"{tracking.TAG}audit": "alias_move",
-            **{f"{tracking.TAG}audit.{k}": str(v) for k, v in record.items() if k != "evidence"},
-        },
-    )
-    metrics = {k: v for k, v in (evidence or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    tracking.log_batch(
-        client, run.info.run_id, metrics=metrics, params={"evidence": json.dumps(evidence or {}, default=str)}
-    )
-    client.set_terminated(run.info.run_id)
+    points = FAULTS[action]
+    with alias_lock(params):
+        _recover_locked(client, params)
+        cur = current_version(client, name, alias)
+        current = str(cur.version) if cur else None
+        if expect is not ANY and _norm(expect) != current:
+            raise RegistryError(
+                f"@{alias} of '{name}' moved from {_show(_norm(expect))} to {_show(current)} since {since}; "
+                "nothing changed"
+            )
+        target = str(to_version(current) if callable(to_version) else to_version)
+        latest = _audit_runs(client, params, max_results=20)
+        record = {
+            "model": name,
+            "alias": alias,
+            "action": action,
+            "to_version": target,
+            "from_version": current,
+            "reason": reason,
+            "who": getpass.getuser(),
+            "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "seq": (_order(latest[0])[0] if latest else 0) + 1,
+            "evidence": evidence or {},
+        }
+        tags = {f"{_AUDIT}{k}": _show(v) for k, v in record.items() if k not in ("evidence", "seq")}
+        tags |= {_AUDIT + "seq": f"{record['seq']:010d}", _STATE: INTENT, "driftloop.audit": "alias_move"}
+        # 1. intent: the full record, before anything moves
+        run = tracking.start_run(
+            client, params, experiment=_experiment(params), run_name=f"{action}-{alias}-v{target}", tags=tags
+        )
+        record["run_id"] = run.info.run_id
+        metrics = {
+            k: v for k, v in record["evidence"].items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        evidence_json = json.dumps(record["evidence"], default=str)
+        tracking.log_batch(client, run.info.run_id, metrics=metrics, params={"evidence": evidence_json})
+        fault_point(points["after_intent"])
+        # 2. the move
+        client.set_registered_model_alias(name, alias, target)
+        fault_point(points["after_alias"])
+        _tag_version(client, name, record)
+        fault_point(points["after_tags"])
+        fault_point(points["before_commit"])
+        # 3. commit
+        _commit(client, run.info.run_id)
+        record["state"] = COMMITTED
     return record
 
 
-def history(client, params: Params, max_results: int = 50) -> list[dict]:
-    """Alias moves, newest first."""
-    from driftloop import tracking
-
-    exp = client.get_experiment_by_name(f"{params.base.experiment}-registry")
-    if exp is None:
-        return []
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`{tracking.TAG}audit.model` = '{params.base.model_name}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=max_results,
-    )
+def history(client, params: Params, max_results: int = 50, include_aborted: bool = False) -> list[dict]:
+    """Committed alias moves (with ``include_aborted``, interrupted ones too, marked by ``state``), newest first."""
+    recover(client, params)
     out = []
-    for r in runs:
-        rec = {
-            k.removeprefix(f"{tracking.TAG}audit."): v
-            for k, v in r.data.tags.items()
-            if k.startswith(f"{tracking.TAG}audit.")
-        }
-        rec["evidence"] = json.loads(r.data.params.get("evidence", "{}"))
-        out.append(rec)
+    for run in _audit_runs(client, params):
+        rec = _record(run)
+        if rec["state"] == COMMITTED or include_aborted:
+            out.append(rec)
+        if len(out) >= max_results:
+            break
     return out
 
 
-def promote(client, params: Params, version: str, reason: str) -> dict:
-    name = params.base.model_name
-    try:
-        client.get_model_version(name, str(version))
-    except Exception:
-        raise RegistryError(f"model '{name}' has no version {version}") from None
-    current = current_version(client, name, CHAMPION)
-    if current is not None and str(current.version) == str(version):
-        raise RegistryError(f"version {version} of '{name}' is already @champion")
+def gate_record(client, params: Params, version: str) -> dict | None:
+    """The committed gate move that registered ``version`` (None: the version was never gated)."""
+    runs = _audit_runs(client, params, f"tags.`{_AUDIT}to_version` = '{version}' and tags.`{_AUDIT}action` = 'gate'")
+    return next((r for r in map(_record, runs) if r["state"] == COMMITTED), None)
+
+
+def promote(client, params: Params, version: str, reason: str, expect=ANY) -> dict:
+    """Make ``version`` the @champion; with ``expect``, only if @champion is still that version."""
+    name, version = params.base.model_name, str(version).strip()
+
+    def target(current: str | None) -> str:
+        try:
+            client.get_model_version(name, version)
+        except Exception:
+            raise RegistryError(f"model '{name}' has no version {version}") from None
+        if current == version:
+            raise RegistryError(f"version {version} of '{name}' is already @champion")
+        return version
+
+    since = f"you read it (--expect-current {_show(_norm(expect))})"
     return record_move(
         client,
         params,
         alias=CHAMPION,
-        to_version=version,
-        from_version=str(current.version) if current else None,
+        to_version=target,
         action="manual_promote",
         reason=reason,
+        expect=expect,
+        since=since,
     )
 
 
-def rollback(client, params: Params, reason: str) -> dict:
-    """Move @champion back to the version it replaced."""
+def rollback_target(chain: list[dict]) -> dict | None:
+    """The move a rollback undoes: the newest committed move not undone by a later rollback (``chain``: newest
+    first). A rollback undoes one move; rolling back twice undoes two."""
+    undone = 0
+    for rec in chain:
+        if rec["action"] == "rollback":
+            undone += 1
+        elif undone:
+            undone -= 1
+        else:
+            return rec
+    return None
+
+
+def rollback(client, params: Params, reason: str, expect=ANY) -> dict:
+    """Move @champion back to the version it replaced, read from the audit chain (not from a version tag)."""
     name = params.base.model_name
-    current = current_version(client, name, CHAMPION)
-    if current is None:
-        raise RegistryError(f"model '{name}' has no @champion to roll back")
-    previous = current.tags.get(f"driftloop.{CHAMPION}.previous_version", "none")
-    if previous == "none":
-        raise RegistryError(
-            f"@champion (version {current.version}) of '{name}' has no previous champion to roll back to"
-        )
+
+    def target(current: str | None) -> str:
+        if current is None:
+            raise RegistryError(f"model '{name}' has no @champion to roll back")
+        chain = _chain(client, params, CHAMPION)
+        if not chain or chain[0]["to_version"] != current:
+            last = _show(chain[0]["to_version"]) if chain else "nothing"
+            raise RegistryError(
+                f"@champion of '{name}' is version {current} but its audit chain ends at {last}: the alias was "
+                "moved outside driftloop; use `driftloop promote VERSION` to set it explicitly"
+            )
+        undo = rollback_target(chain)
+        if undo is None or undo["from_version"] is None:
+            raise RegistryError(f"@champion (version {current}) of '{name}' has no previous champion to roll back to")
+        try:
+            client.get_model_version(name, undo["from_version"])
+        except Exception:
+            raise RegistryError(
+                f"cannot roll back @champion of '{name}' to version {undo['from_version']}: it no longer exists"
+            ) from None
+        return undo["from_version"]
+
+    since = f"you read it (--expect-current {_show(_norm(expect))})"
     return record_move(
-        client,
-        params,
-        alias=CHAMPION,
-        to_version=previous,
-        from_version=str(current.version),
-        action="rollback",
-        reason=reason,
-    )
+        client, params, alias=CHAMPION, to_version=target, action="rollback", reason=reason, expect=expect,
+        since=since,
+    )  # fmt: skip
+
+
+def version_of_run(client, name: str, run_id: str):
+    """The newest version of ``name`` registered from ``run_id`` (None: none yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    return max(found, key=lambda mv: int(mv.version), default=None)
+
+
+def dummy_baseline(
+    params: Params, model: DriftloopModel, train_df: pd.DataFrame, test_df: pd.DataFrame, evaluated: dict
+) -> tuple[float, np.ndarray]:
+    """(the dummy baseline's gate metric on the test rows, its scores row by row).
+
+    The value is the evaluate stage's (``metrics.json``: ``baselines.dummy``) when it scored these test rows;
+    otherwise the training prior's, as the dummy baseline predicts."""
+    from driftloop.evaluate import metric_value
+
+    task, metric = model.task, gate_metric(params, model.task)
+    scores = dummy_scores(task, model.encoder.encode(train_df[model.target]), len(test_df), len(model.encoder.classes))
+    value = None
+    if evaluated.get("rows") == len(test_df) and evaluated.get("task") == task:
+        value = evaluated.get("baselines", {}).get("dummy", {}).get(metric)
+    if value is None:
+        value = metric_value(task, metric, model.encoder.encode(test_df[model.target]), scores, None)
+    return float(value), scores

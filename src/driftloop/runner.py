@@ -23,6 +23,7 @@ falls back to DVC's own subprocess execution (a test pins the hook against the i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import inspect
 import os
@@ -115,21 +116,250 @@ def _release_memory() -> None:
         pa.default_memory_pool().release_unused()
 
 
+# --------------------------------------------------------------------------- progress of the stages
+HEARTBEAT_SECONDS = 30.0  # a running stage says so after this long, then after twice as long, ...
+HEARTBEAT_MAX_SECONDS = 300.0  # ... at most this long between two such lines
+_listeners: list[Callable[[StageEvent], None]] = []
+
+
+@dataclasses.dataclass(frozen=True)
+class StageEvent:
+    """What a ``StageProgress`` reports: ``kind`` is "start", "running", "done", "failed" or "skipped"."""
+
+    kind: str
+    index: int  # k of "stage k of N", 1-based
+    total: int  # N
+    name: str
+    seconds: float  # in the stage so far (0 for "start")
+    elapsed: float  # since the run began
+
+
 @contextlib.contextmanager
-def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
-    """While active, DVC executes ``driftloop`` stage commands in this process."""
+def observe(listener: Callable[[StageEvent], None]) -> Iterator[None]:
+    """While active, ``listener`` receives every stage event of this process (the demo shows them)."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+def clock(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour on."""
+    s = max(int(seconds), 0)
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def stage_line(event: StageEvent, how: str = "") -> str:
+    """The plain line for a stage event (CI logs, Prefect logs, a redirected ``driftloop run``).
+
+    The start line keeps DVC's "Running stage '<name>'" and the end line its "Stage '<name>' done in <s> s"
+    wording (what ``dvc repro`` users and the benchmarks read), with "k/N" and the time since the run began.
+    """
+    k, n, name, elapsed = event.index, event.total, event.name, clock(event.elapsed)
+    if event.kind == "start":  # a subprocess: DVC's own "Running stage" line follows
+        what = f"stage '{name}' in a subprocess" if how == "subprocess" else f"Running stage '{name}'"
+        what += f" ({how})" if how and how != "subprocess" else ""
+        return f"[{k}/{n}] {what}, {elapsed} elapsed:"
+    if event.kind == "running":
+        return f"[{k}/{n}] stage '{name}' still running: {clock(event.seconds)} so far, {elapsed} elapsed"
+    verb = {"done": "done in", "failed": "failed after", "skipped": "unchanged, skipped in"}[event.kind]
+    return f"Stage '{name}' {verb} {event.seconds:.1f} s [{k}/{n}, {elapsed} elapsed]"
+
+
+def stage_markup(event: StageEvent, how: str = "") -> str:
+    """The same line as Rich markup (a terminal)."""
+    from rich.markup import escape
+
+    k, n, name, elapsed = event.index, event.total, escape(event.name), clock(event.elapsed)
+    if event.kind == "start":
+        detail = f"{escape(how)} · " if how else ""
+        return f"[bold cyan]▶ {k}/{n}[/] [bold]{name}[/] [dim]{detail}{elapsed} elapsed[/]"
+    if event.kind == "running":
+        return f"[dim]… {k}/{n} {name} still running: {clock(event.seconds)} so far · {elapsed} elapsed[/]"
+    mark, verb = {
+        "done": ("[green]✓", "done in"),
+        "failed": ("[bold red]✗", "failed after"),
+        "skipped": ("[dim]=", "unchanged, checked in"),
+    }[event.kind]
+    return f"{mark} {k}/{n}[/] [bold]{name}[/] {verb} [bold]{event.seconds:.1f} s[/] [dim]· {elapsed} elapsed[/]"
+
+
+def stage_plan(repo, targets: list[str] | None = None) -> list[str]:
+    """The stages with a command that ``dvc repro [targets]`` visits, in the order it visits them."""
+    try:
+        from dvc.dvcfile import PROJECT_FILE
+        from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+        steps = plan_repro(get_active_graph(repo.index.graph), collect_stages(repo, list(targets or [PROJECT_FILE])))
+    except Exception:  # DVC internals renamed: the declared order
+        steps = list(repo.index.stages)
+    return [s.addressing for s in steps if getattr(s, "cmd", None)]
+
+
+@dataclasses.dataclass
+class _Running:
+    t0: float
+    skipped: bool = False
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.t0
+
+    def skip(self) -> None:
+        """The stage turned out unchanged (DVC skipped it): its end line says so."""
+        self.skipped = True
+
+
+class StageProgress:
+    """Lines that say where a pipeline run is: stage k of N, its name, the time since the run began; when a
+    stage ends, its duration; while a long one runs, a line now and then (after 30 s, 60 s, 120 s, ... at
+    most every 5 minutes).
+
+    Output: ``echo`` when given (a Prefect logger's ``info``, ``print``); otherwise Rich markup on the CLI's
+    stderr console when that is a terminal, else plain lines on stdout (beside DVC's own). Lines, never a
+    live display: a stage may show its own (tune's trials, ingest's rows) on the same console, which prints
+    these lines above it; the "still running" lines are left out while such a display is on screen.
+    """
+
+    def __init__(
+        self,
+        plan: list[str] | None = None,
+        *,
+        echo: Callable[[str], None] | None = None,
+        console=None,
+        heartbeat: float | None = HEARTBEAT_SECONDS,
+        heartbeat_max: float = HEARTBEAT_MAX_SECONDS,
+    ) -> None:
+        self.plan = list(plan) if plan is not None else None
+        self.heartbeat, self.heartbeat_max = heartbeat, heartbeat_max
+        self._echo, self._console = echo, console
+        self._lock = threading.Lock()
+        self._extra: list[str] = []
+        self.t0 = time.monotonic()
+
+    # where the lines go
+    def _rich_console(self):
+        if self._echo is not None:
+            return None
+        if self._console is None:
+            from driftloop.cli import err
+
+            self._console = err
+        return self._console if self._console.is_terminal else None
+
+    def _live_on_screen(self) -> bool:
+        console = self._rich_console()
+        return bool(console is not None and getattr(console, "_live_stack", None))
+
+    def emit(self, event: StageEvent, how: str = "") -> None:
+        for listener in list(_listeners):
+            with contextlib.suppress(Exception):
+                listener(event)
+        console = self._rich_console()
+        with self._lock:
+            if console is not None:
+                console.print(stage_markup(event, how), highlight=False)
+            elif self._echo is not None:
+                self._echo(stage_line(event, how))
+            else:
+                print(stage_line(event, how), flush=True)
+
+    def note(self, text: str) -> None:
+        """A line of detail under the current stage (its command)."""
+        console = self._rich_console()
+        with self._lock:
+            if console is not None:
+                from rich.markup import escape
+
+                console.print(f"[dim]{escape(text)}[/]", highlight=False, soft_wrap=True)
+            elif self._echo is not None:
+                self._echo(text)
+            else:
+                print(text, flush=True)
+
+    # the numbers
+    def position(self, name: str) -> tuple[int, int]:
+        """(k, N) of a stage: its place in the plan (stages outside it are counted on after it)."""
+        plan = self.plan or []
+        if name in plan:
+            return plan.index(name) + 1, len(plan)
+        if name not in self._extra:
+            self._extra.append(name)
+        k = len(plan) + self._extra.index(name) + 1
+        return k, max(len(plan), k)
+
+    def event(self, kind: str, name: str, seconds: float = 0.0) -> StageEvent:
+        k, n = self.position(name)
+        return StageEvent(kind, k, n, name, seconds, time.monotonic() - self.t0)
+
+    @contextlib.contextmanager
+    def stage(self, name: str, how: str = "") -> Iterator[_Running]:
+        """Around one stage: the start line, "still running" lines, then "done in" or "failed after" (or
+        "unchanged, skipped" when the caller calls ``skip()`` on what this yields)."""
+        t0 = time.monotonic()
+        running = _Running(t0)
+        self.emit(self.event("start", name), how)
+        stop = threading.Event()
+        ticker = None
+        if self.heartbeat:
+            ticker = threading.Thread(target=self._tick, args=(name, t0, stop), name="driftloop-progress", daemon=True)
+            ticker.start()
+        ok = False
+        try:
+            yield running
+            ok = True
+        finally:
+            stop.set()
+            if ticker is not None:
+                ticker.join(timeout=5)
+            kind = ("skipped" if running.skipped else "done") if ok else "failed"
+            self.emit(self.event(kind, name, running.seconds()), how)
+
+    def skipped(self, name: str, seconds: float = 0.0) -> None:
+        self.emit(self.event("skipped", name, seconds))
+
+    def _tick(self, name: str, t0: float, stop: threading.Event) -> None:
+        wait = self.heartbeat
+        while not stop.wait(wait):
+            if not self._live_on_screen():
+                self.emit(self.event("running", name, time.monotonic() - t0))
+            wait = min(wait * 2, max(self.heartbeat_max, self.heartbeat))
+
+
+@contextlib.contextmanager
+def in_process_commands(
+    echo: Callable[[str], None] | None = None,
+    *,
+    in_process: bool = True,
+    plan: list[str] | None = None,
+    progress: StageProgress | None = None,
+) -> Iterator[StageProgress]:
+    """While active, DVC executes ``driftloop`` stage commands in this process (unless ``in_process`` is
+    false), and every stage that runs, in process or not, reports its progress (``StageProgress``).
+
+    ``plan``: the stages the run visits, for "stage k of N" (default: every stage of the repository, read
+    when the first stage starts). ``echo``: where the lines go (default: see ``StageProgress``).
+    """
     from dvc.stage import run as dvc_run
     from dvc.stage.exceptions import StageCmdFailedError
 
     original = dvc_run.cmd_run
     started: list = []
     warming: list[threading.Thread] = []
+    progress = progress or StageProgress(plan, echo=echo)
 
     def cmd_run(stage, dry=False, run_env=None):
         commands = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
         parsed = [driftloop_args(c) for c in commands]
-        if dry or any(a is None for a in parsed):
+        if dry:
             return original(stage, dry=dry, run_env=run_env)
+        if progress.plan is None:
+            with contextlib.suppress(Exception):
+                progress.plan = stage_plan(stage.repo)
+        if not in_process or any(a is None for a in parsed):  # DVC runs it (and prints its own lines)
+            with progress.stage(stage.addressing, "subprocess"):
+                return original(stage, dry=dry, run_env=run_env)
         command = parsed[0][:1]
         if not started:  # the first stage that runs: warm the model stages' MLflow and plotting up meanwhile
             started.append(stage)
@@ -140,19 +370,17 @@ def in_process_commands(echo: Callable[[str], None] = print) -> Iterator[None]:
         if not (command and command[0] in DATA_STAGES):  # the model stages import those packages themselves
             for thread in warming:
                 thread.join()
-        echo(f"Running stage '{stage.addressing}' (in process):")
-        t0 = time.perf_counter()
-        for cmd, args in zip(commands, parsed, strict=True):
-            echo(f"> {cmd}")
-            rc = invoke(args, stage.wdir)
-            if rc != 0:
-                raise StageCmdFailedError(cmd, rc)
-        echo(f"Stage '{stage.addressing}' done in {time.perf_counter() - t0:.1f} s")
+        with progress.stage(stage.addressing, "in process"):
+            for cmd, args in zip(commands, parsed, strict=True):
+                progress.note(f"> {cmd}")
+                rc = invoke(args, stage.wdir)
+                if rc != 0:
+                    raise StageCmdFailedError(cmd, rc)
         return None
 
     dvc_run.cmd_run = cmd_run
     try:
-        yield
+        yield progress
     finally:
         dvc_run.cmd_run = original
         for thread in warming:  # not left importing while the interpreter shuts down
@@ -231,11 +459,14 @@ def warm_up(params_path: str | os.PathLike = "params.yaml") -> threading.Thread:
 def reproduce(targets: list[str] | None = None, *, force: bool = False, in_process: bool = True, repo_root: str = "."):
     """``dvc repro [targets] [--force]``; stage commands in this process unless ``in_process`` is false.
 
+    Every stage that runs reports its progress (stage k of N, time; ``StageProgress``), in either mode.
     Returns the stages that ran. Raises ``dvc.exceptions.DvcException`` (``ReproductionError``) when a
     stage fails, as ``Repo.reproduce`` does.
     """
     from dvc.repo import Repo
 
-    use_hook = in_process and in_process_available()
-    with Repo(repo_root) as repo, in_process_commands() if use_hook else contextlib.nullcontext():
-        return repo.reproduce(targets=targets or None, force=force)
+    with Repo(repo_root) as repo:
+        if not in_process_available():  # DVC runs and prints every stage itself
+            return repo.reproduce(targets=targets or None, force=force)
+        with in_process_commands(in_process=in_process, plan=stage_plan(repo, targets)):
+            return repo.reproduce(targets=targets or None, force=force)

@@ -194,7 +194,9 @@ def log_figure(client, run_id: str, fig, name: str) -> None:
 
 
 def pip_requirements() -> list[str]:
-    pkgs = ["lightgbm", "pandas", "numpy", "scikit-learn", "pyarrow", "mlflow", "cloudpickle"]
+    # no cloudpickle: nothing in the model is pickled. driftloop itself is not listed (it is not on PyPI, and a
+    # package of that name there would be someone else's): the loading environment has driftloop installed.
+    pkgs = ["lightgbm", "pandas", "numpy", "scikit-learn", "pyarrow", "mlflow"]
     return [f"{p}=={metadata.version(p)}" for p in pkgs]
 
 
@@ -230,25 +232,64 @@ def to_plain_frame(df):
 
 
 def log_model(client, run_id: str, model, sample, registered_name: str | None = None):
-    """Log the pyfunc model (raw rows in) into ``run_id``; returns ModelInfo."""
-    import mlflow
+    """Log the pyfunc model (raw rows in) into ``run_id`` with no pickle in it; returns MLflow's ModelInfo.
 
-    from driftloop.pyfunc import DriftloopPyfunc
+    The model is MLflow "models from code" (``driftloop/model_code.py``) with two artifacts: ``model.json``
+    (preprocessing, label mapping, threshold, ignored columns) and ``booster.txt`` (LightGBM's text model).
+    Before logging, the model rebuilt from those files must predict ``sample`` exactly as ``model`` does.
+
+    After logging, the stored files are read back and hashed: the SHA-256 manifest and its digest are set
+    as tags on the logged model, and returned on the ModelInfo as ``driftloop_sha256``,
+    ``driftloop_manifest`` and ``driftloop_tags`` (the tags to put on the model version it is registered as).
+    """
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+
+    from driftloop import artifacts
+    from driftloop.errors import IntegrityError
 
     signature, example = model_signature(model, sample)
-    code = str(Path(__file__).resolve().parent)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=DriftloopPyfunc(model),
-            signature=signature,
-            input_example=example.head(5),
-            pip_requirements=pip_requirements(),
-            code_paths=[code],
-            metadata={"contract": model.contract()},
-        )
-        mlflow.log_dict(model.contract(), "contract.json")
+    code_file = str(Path(__file__).resolve().parent / "model_code.py")
+    contract = model.contract()
+    with tempfile.TemporaryDirectory(prefix="driftloop-log-") as tmp:
+        files = artifacts.write_model_files(model, tmp)
+        rebuilt = artifacts.read_model_files(*(files[k] for k in ("model_json", "booster")))
+        try:
+            pd.testing.assert_frame_equal(rebuilt.predict_frame(sample), model.predict_frame(sample), check_exact=True)
+        except AssertionError as exc:
+            raise IntegrityError(f"the model's JSON/text form does not reproduce its predictions: {exc}") from None
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=code_file,
+                artifacts=files,
+                signature=signature,
+                input_example=example.head(5),
+                pip_requirements=pip_requirements(),
+                metadata={"contract": contract, "driftloop_version": metadata.version("driftloop")},
+            )
+            mlflow.log_dict(contract, "contract.json")
+        # hash what the artifact store holds (what every load will download), not the local copy
+        stored = Path(tmp) / "stored"
+        stored.mkdir()
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        location = client.get_logged_model(info.model_id).artifact_location
+        local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(stored))
+        manifest = artifacts.build_manifest(local)
+    tags = artifacts.integrity_tags(manifest)
+    client.set_logged_model_tags(info.model_id, tags)
+    log_batch(client, run_id, tags={f"{TAG}model_sha256": tags[artifacts.DIGEST_TAG]})
+    info.driftloop_sha256 = tags[artifacts.DIGEST_TAG]
+    info.driftloop_manifest = manifest
+    info.driftloop_tags = tags
     return info
+
+
+def integrity_tags(model_info) -> dict[str, str]:
+    """The integrity tags of a model logged by ``log_model``, to merge into its model version's tags."""
+    return dict(getattr(model_info, "driftloop_tags", {}) or {})
 
 
 def dumps(obj) -> str:

@@ -9,6 +9,7 @@ defaults and the current champion's parameters are enqueued as the first trials.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from driftloop.config import Params, TuneParams
+from driftloop.faults import fault_point, register_point
 
 # Search space; LightGBM's defaults (inside the space) are enqueued as the first trial.
 LGBM_DEFAULTS: dict[str, Any] = {
@@ -162,19 +164,310 @@ def make_pruner(tp: TuneParams):
     )
 
 
-def make_storage(spec: str):
-    """``memory`` -> None; ``*.journal`` or ``file:PATH`` -> journal file; ``dialect://...`` -> RDB."""
+# Trials and MLflow runs carry the identity of the process that runs them ("host:pid:start"), so the next
+# start can tell a crashed owner (kill -9, power cut) from a live one and fail what it left RUNNING.
+OWNER_ATTR = "driftloop.owner"
+OWNER_TAG = "driftloop.owner"  # the same, as an MLflow run tag
+FAILED_ATTR = "driftloop.failed_because"
+WORKERS_ATTR = "driftloop.workers"  # study user attr: how many processes have joined (an atomic counter)
+HEARTBEAT_SECONDS = 20  # RDB storages: a RUNNING trial without a heartbeat for GRACE_SECONDS is stale
+GRACE_SECONDS = 120  # (Optuna's heartbeat; it catches owners on other hosts, whose pids cannot be checked here)
+
+# fault points (driftloop.faults): where a kill -9 must leave a study and a stage that the next start recovers
+TRIAL = register_point("tune.trial", "driftloop tune / tune-worker: inside a trial (RUNNING, before its fit)")
+TRIAL_ASKED = register_point(
+    "tune.trial_asked", "driftloop tune / tune-worker: a trial just asked, its owner recorded, budget lock held"
+)
+TRIAL_STORED = register_point(
+    "tune.trial_stored", "driftloop tune: a trial's result stored in the study, before its MLflow run is written"
+)
+JOURNAL_LOCKED = register_point(
+    "tune.journal_locked", "driftloop tune with a journal storage: while holding the journal file's lock"
+)
+WORKER_TRIAL = register_point("tune.worker_trial", "driftloop tune-worker: inside a trial (RUNNING, before its fit)")
+STUDY_DONE = register_point(
+    "tune.study_done", "driftloop tune: the study ended, before best_params.json and tune.json are written"
+)
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``host:pid:start``: this process (or ``pid``) on this host; ``start`` guards against pid reuse."""
+    import socket
+
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def _start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux ``/proc``); "" where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5); fields after the name start at 3
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_alive(owner: str | None) -> bool | None:
+    """Whether the process ``owner`` (a ``process_identity``) still runs: None when it is on another host."""
+    import socket
+
+    if not owner:
+        return False
+    try:
+        host, pid_text, start = owner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return not (start and _start_ticks(pid) and _start_ticks(pid) != start)
+
+
+def _flock_path(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+class FileLock:
+    """An exclusive ``flock`` on a file: held by an open file, so the kernel releases it when the holder dies.
+
+    No stale lock survives a kill -9 (unlike Optuna's symlink lock, whose relative symlink dangled and was
+    retried forever). Reentrant within a thread; serialised between the threads of one process.
+    """
+
+    def __init__(self, path: str | Path, fault: str | None = None) -> None:
+        import threading
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fault = fault
+        self._thread_lock = threading.RLock()
+        self._fd: int | None = None
+        self._depth = 0
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        self._thread_lock.acquire()
+        if self._depth == 0:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                self._thread_lock.release()
+                raise
+            self._fd = fd
+        self._depth += 1
+        if self.fault:
+            fault_point(self.fault)
+        return True
+
+    def release(self) -> None:
+        import fcntl
+
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._thread_lock.release()
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _journal_lock(path: Path) -> FileLock:
+    """The lock ``JournalFileBackend`` takes around each append (it calls only ``acquire``/``release``)."""
+    return FileLock(_flock_path(path, ".flock"), fault=JOURNAL_LOCKED)
+
+
+def _repair_journal(path: Path, lock: FileLock) -> None:
+    """Under the lock: drop a last line a killed writer left unfinished (it would corrupt the next append),
+    and a dangling ``.lock`` symlink Optuna's own lock left behind (older driftloop versions used it)."""
+    legacy = _flock_path(path, ".lock")
+    if legacy.is_symlink() and not legacy.exists():
+        with contextlib.suppress(OSError):
+            legacy.unlink()
+    with lock, open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = size
+        while pos > 0:  # scan back to the last complete line
+            step = min(pos, 1 << 16)
+            f.seek(pos - step)
+            chunk = f.read(step)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                pos = pos - step + nl + 1
+                break
+            pos -= step
+        f.truncate(pos)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def journal_path(spec: str) -> Path | None:
+    """The absolute journal file of a ``tune.storage`` value (None for memory and database URLs)."""
+    if spec == "memory" or "://" in spec:
+        return None
+    return Path(spec.removeprefix("file:")).expanduser().resolve()
+
+
+def make_storage(spec: str, heartbeat: bool = True):
+    """``memory`` -> None; ``*.journal`` or ``file:PATH`` -> journal file; ``dialect://...`` -> RDB.
+
+    A journal path is made absolute first, and guarded by a kernel file lock (``FileLock``); a database
+    storage records trial heartbeats, so trials of a crashed process on another host are failed later.
+    """
     import optuna
 
     if spec == "memory":
         return None
     if "://" in spec:
-        return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True})
-    path = Path(spec.removeprefix("file:"))
+        kwargs = {"heartbeat_interval": HEARTBEAT_SECONDS, "grace_period": GRACE_SECONDS} if heartbeat else {}
+        try:
+            return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+        except RuntimeError as exc:
+            if "compatible with the table schema" not in str(exc):
+                raise
+            from driftloop.config import ConfigError, mask_url
+
+            # Optuna and MLflow both keep their schema version in an `alembic_version` table: one database
+            # cannot hold both (Optuna then reads MLflow's revision and calls its own schema outdated)
+            raise ConfigError(
+                f"tune.storage {mask_url(spec)}: the database holds another application's schema (an MLflow "
+                "tracking store?) or an Optuna schema of another version; give Optuna a database of its own"
+            ) from None
+    path = journal_path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    return JournalStorage(JournalFileBackend(str(path)))
+    lock = _journal_lock(path)
+    path.touch(exist_ok=True)
+    _repair_journal(path, lock)
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+class StudyLock:
+    """Serialises driftloop's check-and-ask (and study recovery, enqueues, worker numbering) across processes.
+
+    PostgreSQL: a session advisory lock on one connection held for the study's life (the server releases it
+    when the process dies); SQLite and journal files: ``FileLock`` next to the file; memory: a no-op.
+    Other databases: a ``FileLock`` in the temporary folder, which serialises processes on this host only.
+    """
+
+    def __init__(self, spec: str, study_name: str) -> None:
+        import hashlib
+        import tempfile
+
+        self.spec, self._conn, self._engine, self._file = spec, None, None, None
+        key = hashlib.sha256(f"driftloop.tune:{study_name}".encode()).digest()
+        self._key = int.from_bytes(key[:8], "big", signed=True)
+        if spec == "memory":
+            return
+        if "://" not in spec:
+            self._file = FileLock(_flock_path(journal_path(spec), f".{key.hex()[:8]}.study-lock"))
+            return
+        import sqlalchemy as sa
+
+        url = sa.make_url(spec)
+        if url.get_backend_name() == "postgresql":
+            from sqlalchemy.pool import NullPool
+
+            self._engine = sa.create_engine(spec, poolclass=NullPool)
+            self._conn = self._engine.connect()
+            self._conn.execution_options(isolation_level="AUTOCOMMIT")
+            return
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            base = Path(url.database).expanduser().resolve()
+            base.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            base = Path(tempfile.gettempdir()) / f"driftloop-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+        self._file = FileLock(_flock_path(base, f".{key.hex()[:8]}.study-lock"))
+
+    def __enter__(self) -> StudyLock:
+        if self._conn is not None:
+            import sqlalchemy as sa
+
+            self._conn.execute(sa.text("select pg_advisory_lock(:k)"), {"k": self._key})
+        elif self._file is not None:
+            self._file.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._conn is not None:
+            import sqlalchemy as sa
+
+            self._conn.execute(sa.text("select pg_advisory_unlock(:k)"), {"k": self._key})
+        elif self._file is not None:
+            self._file.release()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._engine.dispose()
+            self._conn = None
+
+
+def fail_orphaned_trials(study) -> list[int]:
+    """Fail the RUNNING trials whose process is gone; returns their numbers. Call under ``StudyLock``.
+
+    A trial records its owner (``OWNER_ATTR``) right after it is asked, under the same lock, so under the
+    lock a RUNNING trial without an owner was left by a process killed in between (or by an older
+    driftloop). Owners on another host are left to Optuna's heartbeats (database storages).
+    """
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(OWNER_ATTR)
+        if owner_alive(owner) is not False:
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, FAILED_ATTR, f"its process {owner or '?'} is gone")
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            failed.append(t.number)
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+            pass  # finished or failed by another process meanwhile
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)  # database storages: trials without a recent heartbeat
+    return failed
+
+
+def fail_orphaned_runs(client, experiment_id: str, stages: Sequence[str] = ("tune", "tune.trial")) -> list[str]:
+    """Set FAILED the RUNNING MLflow runs of ``stages`` whose process (tag ``driftloop.owner``) is gone."""
+    tag = OWNER_TAG
+    failed = []
+    for stage in stages:
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`driftloop.stage` = '{stage}'",
+            max_results=1000,
+        )
+        for run in runs:
+            if owner_alive(run.data.tags.get(tag)) is False and run.data.tags.get(tag):
+                client.set_tag(run.info.run_id, "driftloop.failed_because", "its process is gone")
+                client.set_terminated(run.info.run_id, status="FAILED")
+                failed.append(run.info.run_id)
+    return failed
 
 
 def _metric_callback(trial, metric: str, every: int):
@@ -251,16 +544,25 @@ def tune(
     study_name: str,
     warm_start: Sequence[dict[str, Any]] | Callable[[], Sequence[dict[str, Any]]] = (),
     callbacks: Sequence[Callable] = (),
+    worker_index: int | None = None,
+    trial_point: str = TRIAL,
 ) -> TuneResult:
-    """Run (or resume) the study and return the best parameters. ``callbacks`` are Optuna callbacks.
+    """Run (or resume, or join) the study and return the best parameters. ``callbacks`` are Optuna callbacks.
 
     ``warm_start``: parameter sets enqueued after LightGBM's defaults (the current champion's). A
     callable is called once the first trial has finished and its result enqueued then, so it is
     still the next trial (deterministic): the caller can look the champion up in MLflow while the
     first trial fits.
+
+    Several processes may share one study (the tune stage and ``driftloop tune-worker``): under a
+    ``StudyLock`` each fails the trials crashed processes left RUNNING, takes a worker number (its
+    sampler's seed is ``base.seed + worker_index``, so workers do not propose the same sets) and asks
+    for a trial only while COMPLETE + PRUNED + RUNNING < ``tune.n_trials``: the study ends with exactly
+    that many finished trials. ``worker_index`` forces the number (give each worker a distinct one).
     """
     import lightgbm as lgb
     import optuna
+    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tp, seed = params.tune, params.base.seed
@@ -268,87 +570,99 @@ def tune(
     direction = "maximize" if HIGHER_BETTER[metric] else "minimize"
     fixed = fixed_params(task, n_classes, tp, seed)
     train, valid = make_datasets(X_train, y_train, X_valid, y_valid, tp)
-
-    sampler = optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, n_startup_trials=tp.n_startup_trials, constant_liar=True
-    )
     pruner = make_pruner(tp)
-    for attempt in range(5):  # workers starting together race to create the schema and the study
-        try:
-            study = optuna.create_study(
-                study_name=study_name,
-                storage=make_storage(tp.storage),
-                sampler=sampler,
-                pruner=pruner,
-                direction=direction,
-                load_if_exists=True,
+    lock = StudyLock(tp.storage, study_name)
+    try:
+        with lock:
+            for attempt in range(5):  # workers of other studies may race to create the schema
+                try:
+                    study = optuna.create_study(
+                        study_name=study_name,
+                        storage=make_storage(tp.storage),
+                        pruner=pruner,
+                        direction=direction,
+                        load_if_exists=True,
+                    )
+                    break
+                except Exception as exc:
+                    if (
+                        "://" not in tp.storage
+                        or attempt == 4
+                        or "IntegrityError" not in repr(exc)
+                        and "exists" not in str(exc)
+                    ):
+                        raise
+                    time.sleep(0.5 + attempt)
+            fail_orphaned_trials(study)
+            if worker_index is None:
+                worker_index = 0
+                if tp.storage != "memory":  # an atomic counter: the first process is 0, the next 1, ...
+                    worker_index = int(study.user_attrs.get(WORKERS_ATTR, 0))
+                    study.set_user_attr(WORKERS_ATTR, worker_index + 1)
+            study.sampler = optuna.samplers.TPESampler(
+                seed=seed + worker_index, multivariate=True, n_startup_trials=tp.n_startup_trials, constant_liar=True
             )
-            break
-        except Exception as exc:
-            if (
-                "://" not in tp.storage
-                or attempt == 4
-                or "IntegrityError" not in repr(exc)
-                and "exists" not in str(exc)
-            ):
-                raise
-            time.sleep(0.5 + attempt)
 
-    def enqueue(candidates) -> None:
-        for candidate in candidates:
-            known = {k: candidate[k] for k in LGBM_DEFAULTS if k in candidate}
-            if len(known) == len(LGBM_DEFAULTS):
-                study.enqueue_trial(known, skip_if_exists=True)
+            def enqueue(candidates) -> None:  # under the lock: several workers never enqueue one set twice
+                for candidate in candidates:
+                    known = {k: candidate[k] for k in LGBM_DEFAULTS if k in candidate}
+                    if len(known) == len(LGBM_DEFAULTS):
+                        study.enqueue_trial(known, skip_if_exists=True)
 
-    deferred: list[Callable] = []
-    if tp.warm_start:
-        enqueue([LGBM_DEFAULTS, *([] if callable(warm_start) else warm_start)])
-        if callable(warm_start):
-            deferred.append(warm_start)
+            deferred: list[Callable] = []
+            if tp.warm_start:
+                enqueue([LGBM_DEFAULTS, *([] if callable(warm_start) else warm_start)])
+                if callable(warm_start):
+                    deferred.append(warm_start)
 
-    def enqueue_deferred(study, trial) -> None:  # an Optuna callback: after the first trial, once
-        while deferred:
-            enqueue(deferred.pop()())
+        def objective(trial) -> float:
+            tuned = search_space(trial)
+            fault_point(trial_point)
+            cb = [_metric_callback(trial, metric, tp.report_every)] if tp.pruning else []
+            start = time.perf_counter()
+            if tp.cv_folds:
+                res = lgb.cv(
+                    {**fixed, **tuned},
+                    train,
+                    num_boost_round=tp.max_rounds,
+                    nfold=tp.cv_folds,
+                    stratified=task != "regression",
+                    seed=seed,
+                    callbacks=[lgb.early_stopping(tp.early_stopping_rounds, verbose=False), *cb],
+                )
+                scores = res[f"valid {metric}-mean"]
+                best_iter, value = len(scores), float(scores[-1])
+            else:
+                booster = fit_booster({**fixed, **tuned}, train, valid, tp, cb)
+                best_iter = booster.best_iteration or booster.current_iteration()
+                value = float(booster.best_score["valid"][metric])
+            trial.set_user_attr("best_iteration", int(best_iter))
+            trial.set_user_attr("fit_seconds", time.perf_counter() - start)
+            return value
 
-    def objective(trial) -> float:
-        tuned = search_space(trial)
-        cb = [_metric_callback(trial, metric, tp.report_every)] if tp.pruning else []
+        budget = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        owner = process_identity()
         start = time.perf_counter()
-        if tp.cv_folds:
-            res = lgb.cv(
-                {**fixed, **tuned},
-                train,
-                num_boost_round=tp.max_rounds,
-                nfold=tp.cv_folds,
-                stratified=task != "regression",
-                seed=seed,
-                callbacks=[lgb.early_stopping(tp.early_stopping_rounds, verbose=False), *cb],
-            )
-            scores = res[f"valid {metric}-mean"]
-            best_iter, value = len(scores), float(scores[-1])
-        else:
-            booster = fit_booster({**fixed, **tuned}, train, valid, tp, cb)
-            best_iter = booster.best_iteration or booster.current_iteration()
-            value = float(booster.best_score["valid"][metric])
-        trial.set_user_attr("best_iteration", int(best_iter))
-        trial.set_user_attr("fit_seconds", time.perf_counter() - start)
-        return value
-
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=states))
-    remaining = max(tp.n_trials - done, 0)
-    start = time.perf_counter()
-    if remaining:
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=tp.timeout_seconds,
-            callbacks=[optuna.study.MaxTrialsCallback(tp.n_trials, states=states), enqueue_deferred, *callbacks],
-            catch=(lgb.basic.LightGBMError,),
-        )
-    seconds = time.perf_counter() - start
+        while tp.timeout_seconds is None or time.perf_counter() - start < tp.timeout_seconds:
+            with lock:  # check-and-ask: no two processes take the last place of the budget
+                if len(study.get_trials(deepcopy=False, states=budget)) >= tp.n_trials:
+                    break
+                trial = study.ask()
+                trial.set_user_attr(OWNER_ATTR, owner)
+                fault_point(TRIAL_ASKED)
+            frozen = _run_trial(study, trial, objective, catch=(lgb.basic.LightGBMError,))
+            fault_point(TRIAL_STORED)
+            if deferred:  # after the first trial: the champion's parameters are the next trial
+                with lock:
+                    while deferred:
+                        enqueue(deferred.pop()())
+            for callback in callbacks:
+                callback(study, frozen)
+        seconds = time.perf_counter() - start
+    finally:
+        lock.close()
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         from driftloop.errors import DataError
 
@@ -363,8 +677,33 @@ def tune(
         direction=direction,
         study_name=study_name,
         n_complete=len(complete),
-        n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
-        n_failed=sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
+        n_pruned=sum(t.state == TrialState.PRUNED for t in trials),
+        n_failed=sum(t.state == TrialState.FAIL for t in trials),
         seconds=seconds,
         study=study,
     )
+
+
+def _run_trial(study, trial, objective: Callable, catch: tuple[type[BaseException], ...]):
+    """Optuna's ``optimize`` step for one asked trial: heartbeat, objective, ``tell``; the stored FrozenTrial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:  # a private helper of Optuna's: without it, stale trials on other hosts are found by owner only
+        from optuna.storages._heartbeat import get_heartbeat_thread
+
+        heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)
+    except (ImportError, AttributeError):
+        heartbeat = contextlib.nullcontext()
+    error: BaseException | None = None
+    with heartbeat:
+        try:
+            value, state = objective(trial), None
+        except optuna.TrialPruned:
+            value, state = None, TrialState.PRUNED
+        except (Exception, KeyboardInterrupt) as exc:
+            value, state, error = None, TrialState.FAIL, exc
+    frozen = study.tell(trial, value, state=state, skip_if_finished=True)
+    if error is not None and not isinstance(error, catch):
+        raise error
+    return frozen

@@ -4,6 +4,7 @@ the first model, four monitored months with drift from month 3, a retraining, th
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -29,6 +30,17 @@ def test_demo_tiny_year(tmp_path):
     assert "data:image/png;base64," in html and html.count("<tr>") == MONTHS + 1
     assert "workspace/reports/monitoring/" in html  # links to the monthly Evidently reports
     assert "monthly ROC AUC" in res.stdout  # the Rich table
+
+    # progress as it goes: the first model's stages, month k of N with its decision and AUCs, the
+    # retraining's stages (printed while DVC's own output goes to the workspace's dvc.log)
+    assert re.search(r"first model: stage \d+/\d+ tune done in \d+\.\d s", res.stdout), res.stdout
+    for k in range(1, MONTHS + 1):
+        assert re.search(rf"^demo: month {k}/{MONTHS} 2025-0{k}.*: \w+, drift share .* AUC v\d", res.stdout, re.M)
+    assert re.search(rf"month {DRIFT_FROM}/{MONTHS} retraining: stage \d+/\d+ train done in", res.stdout), res.stdout
+    dvc_log = (out / "workspace" / "dvc.log").read_text()
+    # the retrain path (pipeline.retrain_on -> runner) writes the lines of `driftloop run`
+    assert re.search(r"^\[\d+/\d+\] Running stage 'tune' \(in process\), \d+:\d\d elapsed:$", dvc_log, re.M)
+    assert re.search(r"^Stage 'register' done in \d+\.\d s \[\d+/\d+, ", dvc_log, re.M)
 
     s = json.loads(summary_path.read_text())
     months = s["months"]

@@ -18,7 +18,9 @@ from conftest import ROOT, run, small_params, write_params
 
 pytestmark = pytest.mark.slow
 
-STAGES = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+_DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+ALWAYS = [s for s, d in _DVC_STAGES.items() if d.get("always_changed")]  # the source fingerprint: checked each run
+STAGES = [s for s in _DVC_STAGES if s not in ALWAYS]
 MODEL = "driftloop"
 
 
@@ -145,6 +147,7 @@ def test_training_flow_runs_every_stage_registers_and_links_then_skips(flows, tr
     monkeypatch.chdir(proj)
     assert first["pipeline"]["ran"] == STAGES
     assert first["pipeline"]["skipped"] == []
+    assert first["pipeline"]["checked"] == ALWAYS == ["source"]
     assert first["pipeline"]["flow_run_id"] == flow_run_id
     assert (first["registered"], first["model"], first["version"], first["alias"]) == (True, MODEL, "1", "champion")
     assert first == {**json.loads((proj / "reports/register.json").read_text()), "pipeline": first["pipeline"]}
@@ -170,6 +173,7 @@ def test_training_flow_runs_every_stage_registers_and_links_then_skips(flows, tr
     second = flows["training"].training_flow()
     assert second["pipeline"]["ran"] == []
     assert second["pipeline"]["skipped"] == STAGES
+    assert second["pipeline"]["checked"] == ALWAYS
     assert second["version"] == "1" and not second["pipeline"]["registered_now"]
     assert _n_versions(client) == 1
     assert "dvc:up-to-date" in _prefect_flow_run(second["pipeline"]["flow_run_id"]).tags

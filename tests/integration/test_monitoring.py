@@ -141,6 +141,35 @@ def test_empty_csv_file_gives_a_status(trained, tmp_path):
     assert r["status"] == "schema_violation"
 
 
+def test_a_tiny_batch_is_insufficient_data_and_does_not_mute_the_next_one(trained):
+    """A 1-row batch once decided a retrain ("drift share 1.00") whose cooldown muted the next broken batch."""
+    p, client, champion = trained
+    fresh = p.model_copy(update={"monitor": p.monitor.model_copy(update={"experiment": "tiny-then-broken"})})
+    _, df = loop.read_batch(_month(seed=31, rows=1000, covariate_shift=2, concept_drift=2), p)
+    tiny = loop.monitor_batch(fresh, "tiny", df.head(1), client=client, champion=champion)
+    assert tiny["status"] == "insufficient_data" and "drift" not in tiny
+    assert "min_rows" in tiny["decision"]["reasons"][0]
+    broken = loop.monitor_batch(fresh, "broken", df, client=client, champion=champion)
+    assert broken["status"] == "retrain", broken["decision"]
+    assert not broken["decision"]["cooldown_active"]
+
+
+def test_per_column_drift_is_charted_and_a_batch_monitored_twice_keeps_both(trained):
+    p, client, champion = trained
+    fresh = p.model_copy(update={"monitor": p.monitor.model_copy(update={"experiment": "twice"})})
+    batch_id, df = loop.read_batch(_month(seed=32, rows=800), p)
+    first = loop.monitor_batch(fresh, batch_id, df, client=client, champion=champion)
+    second = loop.monitor_batch(fresh, batch_id, df, client=client, champion=champion)
+    assert first["batch_id"] == second["batch_id"]  # the same rows: the same id ...
+    assert first["summary_json"] != second["summary_json"]  # ... and both results kept
+    assert Path(first["summary_json"]).exists() and Path(second["summary_json"]).exists()
+    assert (first["batch_index"], second["batch_index"]) == (0, 1)
+    history = client.get_metric_history(second["mlflow_run_id"], "drift/annual_income")
+    assert [m.step for m in history] == [1]
+    score = next(c["score"] for c in second["drift"]["columns"] if c["column"] == "annual_income")
+    assert history[0].value == pytest.approx(score)
+
+
 def test_alert_log_records_non_ok_batches(trained):
     p, *_ = trained
     lines = [json.loads(line) for line in Path(p.alerts.log_path).read_text().splitlines()]

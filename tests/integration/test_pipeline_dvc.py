@@ -17,6 +17,13 @@ def _lock_outs(proj) -> dict[str, str]:
     return {o["path"]: o.get("md5") for st in lock["stages"].values() for o in st.get("outs", [])}
 
 
+def _ran(res) -> set[str]:
+    """The stages that ran (DVC's "Running stage 'x'", also inside driftloop run's "[k/N] Running stage 'x'")."""
+    import re
+
+    return set(re.findall(r"Running stage '([^']+)'", res.stdout))
+
+
 def _client(proj):
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -69,9 +76,9 @@ def test_repro_end_to_end_then_noop_then_partial(project):
     assert list(pred.columns) == ["prediction", "proba_0", "proba_1"]
     assert pred["proba_1"].between(0, 1).all()
 
-    # nothing changed: no stage runs
+    # nothing changed: no stage runs but `source`, which only fingerprints the data source (always run)
     second = run(["dvc", "repro"], project)
-    assert "Running stage" not in second.stdout
+    assert _ran(second) == {"source"}
 
     # tune.n_trials changed: tune and the stages after it rerun, not ingest/validate/split
     p = yaml.safe_load((project / "params.yaml").read_text())
@@ -102,7 +109,7 @@ def test_same_seed_same_data_hashes(tmp_path):
         run(["dvc", "repro", "split"], proj)
         hashes.append({k: v for k, v in _lock_outs(proj).items() if k.startswith("data/")})
     assert hashes[0] == hashes[1]
-    assert len(hashes[0]) == 5
+    assert len(hashes[0]) == 6  # the source stamp, raw, validated, train/valid/test
 
 
 def test_bad_input_changes_nothing(project):
@@ -136,3 +143,89 @@ def test_bad_input_changes_nothing(project):
     assert (project / "data/raw.parquet").read_bytes() == before["raw"]
     assert [m.version for m in client.search_model_versions("name='driftloop'")] == before["versions"]
     assert client.get_model_version_by_alias("driftloop", "champion").version == before["champion"]
+
+
+def test_a_changed_source_file_reruns_ingest_and_retrains(project):
+    """Issue 10 finding 1: the file ``ingest.path`` names is a DVC dependency (through the source stage)."""
+    import resource
+
+    from driftloop.data.simulate import simulate
+
+    csv = project / "loans.csv"
+    simulate(3000, 7).to_csv(csv, index=False)
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["ingest"].update(source="csv", path="loans.csv")
+    write_params(project / "params.yaml", p)
+    run(["driftloop", "run"], project)
+    client = _client(project)
+    assert len(client.search_model_versions("name='driftloop'")) == 1
+    lock = (project / "dvc.lock").read_text()
+    assert "loans.csv" not in lock  # the fingerprint's hash is in dvc.lock, not the source's settings
+
+    # unchanged: only the fingerprint runs, fast, both ways
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    noop = run(["dvc", "repro"], project)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert _ran(noop) == {"source"}
+    assert "Running stage 'ingest'" not in run(["driftloop", "run"], project).stdout
+    # CPU seconds (dvc and the `driftloop source` process it starts): wall time depends on what else runs
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 3.0, cpu
+    # the same bytes written again (new mtime): hashed again, still nothing to do
+    csv.write_bytes(csv.read_bytes())
+    assert _ran(run(["dvc", "repro"], project)) == {"source"}
+    assert (project / "dvc.lock").read_text() == lock
+
+    # the file edited: ingest reruns, and the model retrains on the new data
+    raw_before = _lock_outs(project)["data/raw.parquet"]
+    simulate(3400, 8).to_csv(csv, index=False)
+    edited = run(["driftloop", "run"], project)
+    assert {"source", "ingest", "validate", "split", "tune", "train"} <= _ran(edited), edited.stdout
+    assert _lock_outs(project)["data/raw.parquet"] != raw_before
+    assert len(client.search_model_versions("name='driftloop'")) == 2
+    assert "up to date" in run(["dvc", "status", "ingest"], project).stdout
+
+    # a source that fails to ingest leaves dvc.lock as it was (the fingerprint is not an output)
+    lock = (project / "dvc.lock").read_bytes()
+    csv.write_text("a,b\n1,2\n")
+    res = run(["dvc", "repro"], project, check=False)
+    assert res.returncode != 0 and "loans.csv" in res.stdout + res.stderr
+    assert (project / "dvc.lock").read_bytes() == lock
+
+
+def test_killed_data_stages_leave_the_old_state_and_rerun_cleanly(project):
+    """Fault points ingest.* / validate.* / split.*: a kill -9 there changes nothing the next run must repair."""
+    import os
+    import subprocess
+
+    from conftest import BIN
+
+    run(["dvc", "repro", "split"], project)
+    lock = (project / "dvc.lock").read_bytes()
+    outs = {k: v for k, v in _lock_outs(project).items() if k.endswith(".parquet")}
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["simulate"]["n_rows"] = 3300  # new data: every data stage reruns
+    write_params(project / "params.yaml", p)
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    points = (
+        "ingest.source_before_write",
+        "ingest.before_write",
+        "validate.before_write",
+        "validate.before_report",
+        "split.before_write@2",
+    )
+    for point in points:
+        # driftloop run executes the stages in process: the kill takes the whole run down, as a power cut would
+        res = subprocess.run(
+            ["driftloop", "run", "split"], cwd=project, env={**env, "DRIFTLOOP_FAULT": point}, capture_output=True
+        )
+        assert res.returncode == -9, (point, res.stdout[-2000:], res.stderr[-2000:])
+        if point.startswith("ingest."):
+            assert (project / "dvc.lock").read_bytes() == lock, point
+        for path in outs:  # every output whole: the old version or the new one, never a half write
+            pd.read_parquet(project / path)
+    run(["driftloop", "run", "split"], project)  # no hand repair
+    assert "up to date" in run(["dvc", "status", "split"], project).stdout
+    assert _lock_outs(project)["data/raw.parquet"] != outs["data/raw.parquet"]
+    assert not list((project / "data").rglob(".*.tmp"))  # the rerun consumed every temporary file

@@ -9,11 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import BIN, run
+from conftest import BIN, dvc_clean, run
 
-from driftloop import pipeline
+from driftloop import loop, pipeline
 from driftloop.config import load_params
 from driftloop.data.simulate import simulate
+from driftloop.errors import DataError
 
 pytestmark = pytest.mark.slow
 
@@ -66,11 +67,31 @@ def test_a_failed_retraining_is_rolled_back(project, monkeypatch, capfd):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert _state(project) == before
     status = run(["dvc", "status"], project)
-    assert "up to date" in status.stdout, status.stdout
+    assert dvc_clean(status.stdout), status.stdout
 
-    # 3. the same batch once the store is back: retraining works, and only then is the batch kept
+    # 3. the same batch once the store is back: retraining works, and only then is the batch kept, under its
+    # unique id (label + content hash), with its outcome
     result = pipeline.retrain_on(params, "2025-03", _batch(6), project=".")
     assert result["registered"]
+    bid = loop.make_batch_id("2025-03", _batch(6))
+    assert result["batch_id"] == bid and bid.startswith("2025-03-")
+    assert result["retrain"]["status"] == "registered" and result["retrain"]["version"] == "2"
     after = _state(project)
-    assert after["labeled"] == sorted([*before["labeled"], "2025-03.parquet", "2025-03.parquet.dvc", ".gitignore"])
+    assert after["labeled"] == sorted([*before["labeled"], f"{bid}.parquet", f"{bid}.parquet.dvc", ".gitignore"])
     assert after["versions"] == [1, 2]
+    assert not loop.intent_path(project).exists()
+
+
+def test_labeled_batches_never_collide_nor_are_overwritten(project, monkeypatch):
+    """`A/2025-03.parquet` and `B/2025-03.parquet` are two batches (two files); the same rows twice are refused."""
+    monkeypatch.chdir(project)
+    params = load_params("params.yaml")
+    a, b = _batch(7), _batch(8)
+    pa = loop.add_labeled_batch(params, "2025-03", a, ".")
+    pb = loop.add_labeled_batch(params, "2025-03", b, ".")
+    assert pa != pb and pa.exists() and pb.exists()
+    assert pa.with_name(pa.name + ".dvc").exists() and pb.with_name(pb.name + ".dvc").exists()
+    with pytest.raises(DataError, match="already in the training data"):
+        loop.add_labeled_batch(params, "2025-03", a.copy(), ".")
+    dots = loop.add_labeled_batch(params, "..", _batch(9).head(50), ".")  # a file named `...csv`
+    assert dots.resolve().parent == (project / "data/labeled").resolve() and dots.name.startswith("batch-")

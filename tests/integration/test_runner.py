@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 import yaml
-from conftest import run, write_params
+from conftest import ROOT, run, write_params
 
 from driftloop import runner
 
@@ -16,25 +20,62 @@ def _lock_outs(proj) -> dict[str, str]:
     return {o["path"]: o.get("md5") for st in lock["stages"].values() for o in st.get("outs", [])}
 
 
+DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = list(DVC_STAGES)  # declared upstream first (a chain)
+
+
+def _ran(out: str) -> set[str]:
+    """The stages an output says ran, but those that always run (the source fingerprint)."""
+    return set(re.findall(r"Running stage '(\w+)'", out)) - {s for s in STAGES if DVC_STAGES[s].get("always_changed")}
+
+
+def _stage_lines(out: str, stages: list[str], total: int, first: int = 1) -> None:
+    """Every stage has its start line (stage k of N, time so far) and its end line (seconds)."""
+    for k, name in enumerate(stages, start=first):
+        assert re.search(rf"^\[{k}/{total}\] Running stage '{name}' \(in process\), \d+:\d\d elapsed:$", out, re.M), out
+        assert re.search(rf"^Stage '{name}' done in \d+\.\d s \[{k}/{total}, \d+:\d\d elapsed\]$", out, re.M), out
+
+
 def test_run_in_process_records_the_same_lock_as_dvc_repro(project):
+    upto_split = STAGES[: STAGES.index("split") + 1]  # (source,) ingest, validate, split
     first = run(["driftloop", "run", "split"], project)
-    assert first.stdout.count("(in process)") == 3  # ingest, validate, split: no stage process
-    assert "run: 3 stage(s) ran" in first.stdout
+    assert first.stdout.count("(in process)") == len(upto_split)  # no stage process
+    changed = [s for s in upto_split if not DVC_STAGES[s].get("always_changed")]  # the source stage does not count
+    assert f"run: {len(changed)} stage(s) ran" in first.stdout
+    _stage_lines(first.stdout, upto_split, len(upto_split))  # not a terminal: plain lines
     hashes = _lock_outs(project)
     assert set(hashes) >= {"data/raw.parquet", "data/validated.parquet", "data/split/train.parquet"}
 
     # dvc itself sees the lock driftloop wrote as up to date, and its own rerun gives the same data hashes
     assert "up to date" in run(["dvc", "status", "split"], project).stdout
-    assert "Running stage" not in run(["dvc", "repro", "split"], project).stdout
+    assert not _ran(run(["dvc", "repro", "split"], project).stdout)
     run(["dvc", "repro", "--force", "split"], project)
     assert _lock_outs(project) == hashes
 
     # the rest of the DAG, then nothing to do either way
     rest = run(["driftloop", "run"], project)
-    assert rest.stdout.count("(in process)") == 4
+    after_split = STAGES[len(upto_split) :]
+    always = [s for s in upto_split if DVC_STAGES[s].get("always_changed")]
+    assert rest.stdout.count("(in process)") == len(always) + len(after_split)
     assert "version 1 -> @champion" in rest.stdout
-    assert "run: everything up to date" in run(["driftloop", "run"], project).stdout
-    assert "up to date" in run(["dvc", "status"], project).stdout
+    _stage_lines(rest.stdout, after_split, len(STAGES), first=len(upto_split) + 1)
+    again = run(["driftloop", "run"], project).stdout
+    # the stage that always runs (the source fingerprint) does not count: nothing after it changes
+    assert "run: everything up to date" in again and "Running stage 'ingest'" not in again
+    status = run(["dvc", "status"], project).stdout
+    assert "up to date" in status or all(f"{s}:" not in status for s in STAGES if s not in always), status
+    assert not _ran(run(["dvc", "repro"], project).stdout)
+
+    # evaluate's curves reach MLflow as images beside their data (and the stage's plots folder has them)
+    from mlflow.tracking import MlflowClient
+
+    run_id = json.loads((project / "models/run.json").read_text())["run_id"]
+    logged = {
+        Path(a.path).name for a in MlflowClient(f"sqlite:///{project / 'mlflow.db'}").list_artifacts(run_id, "plots")
+    }
+    for name in ("roc", "precision_recall", "calibration", "confusion"):
+        assert {f"{name}.csv", f"{name}.png"} <= logged, logged
+        assert (project / "reports/plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_run_failing_stage_exits_nonzero_and_keeps_the_lock(project):

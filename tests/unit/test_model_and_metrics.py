@@ -209,6 +209,10 @@ def test_evaluate_writes_every_output_and_computes_features_once(trained, splits
         "precision_recall.csv",
         "calibration.csv",
         "confusion.csv",
+        "roc.png",
+        "precision_recall.png",
+        "calibration.png",
+        "confusion.png",
         "feature_importance.png",
         "shap_summary.png",
     }
@@ -421,3 +425,70 @@ def test_bootstrap_improvement_direction():
     point, lo, hi = bootstrap_improvement("binary", "log_loss", y, good, noise, n=0, confidence=0.9, seed=0)
     assert point > 0
     assert math.isnan(lo) and math.isnan(hi)
+
+
+# --------------------------------------------------------------------------- the declarative (no-pickle) form
+
+
+def _round_trip(model):
+    import json
+
+    data = json.loads(json.dumps(model.to_dict(), allow_nan=False))
+    return DriftloopModel.from_parts(data, model.booster_text())
+
+
+def test_json_and_text_round_trip_predicts_identically(trained, splits):
+    model = trained.model
+    raw = splits["test"].drop(columns=["default"]).copy()
+    raw["state"] = raw["state"].astype(object)
+    raw.loc[raw.index[:5], "state"] = "Atlantis"  # unseen category
+    clone = _round_trip(model)
+    assert clone.preprocessor == model.preprocessor
+    assert (clone.threshold, clone.best_iteration, clone.encoder) == (
+        model.threshold,
+        model.best_iteration,
+        model.encoder,
+    )
+    pd.testing.assert_frame_equal(clone.predict_frame(raw), model.predict_frame(raw), check_exact=True)
+    assert clone.contract() == model.contract()
+
+
+def test_round_trip_multiclass_string_labels_and_regression(splits):
+    params = Params.model_validate({"base": {"target": "grade", "seed": 3}, "tune": TUNE, "train": {"baselines": []}})
+    labelled = {
+        k: v.assign(grade=pd.cut(v["credit_score"], [0, 640, 720, 2000], labels=["C", "B", "A"]).astype(str))
+        for k, v in splits.items()
+    }
+    multi = fit(params, labelled["train"], labelled["valid"], task="multiclass").model
+    pd.testing.assert_frame_equal(
+        _round_trip(multi).predict_frame(labelled["test"]), multi.predict_frame(labelled["test"]), check_exact=True
+    )
+    params = Params.model_validate(
+        {"base": {"target": "interest_rate", "seed": 3}, "tune": TUNE, "train": {"baselines": []}}
+    )
+    reg_model = fit(params, splits["train"], splits["valid"], task="regression").model
+    pd.testing.assert_frame_equal(
+        _round_trip(reg_model).predict_frame(splits["test"]), reg_model.predict_frame(splits["test"]), check_exact=True
+    )
+
+
+def test_integer_labels_keep_their_type_through_json():
+    enc = TargetEncoder.fit(pd.Series([1, 0, 0, 1]), "binary", positive_class="0")
+    import json
+
+    back = TargetEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    assert back == enc and [type(c) for c in back.classes] == [int, int]
+
+
+def test_label_json_cannot_hold_is_a_named_error():
+    enc = TargetEncoder("binary", [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")])
+    with pytest.raises(DataError, match="2024-01-01"):
+        enc.to_dict()
+
+
+def test_unknown_model_format_is_refused(trained):
+    from driftloop.errors import RegistryError
+
+    data = {**trained.model.to_dict(), "format": "driftloop.model/99"}
+    with pytest.raises(RegistryError, match="driftloop.model/99"):
+        DriftloopModel.from_parts(data, trained.model.booster_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pandas as pd
@@ -346,7 +347,9 @@ def ok_schema(contract):
     return check_schema(contract, make_batch(20, 0))
 
 
-P = MonitorParams(drift_share_warn=0.2, drift_share_retrain=0.4, performance_drop_retrain=0.03, cooldown_batches=2)
+P = MonitorParams(
+    drift_share_warn=0.2, drift_share_retrain=0.4, performance_drop_retrain=0.03, cooldown_batches=2, min_rows=10
+)
 NO_PRED = {"drifted": False, "score": 0.01}
 PRED = {"drifted": True, "score": 0.3, "stattest": "Wasserstein distance (normed)"}
 
@@ -398,3 +401,73 @@ def test_decide_schema_violation_wins(contract):
 
 def test_monitor_module_exports():
     assert set(monitor.__all__) >= {"check_schema", "data_drift", "prediction_drift", "performance", "decide"}
+
+
+def test_decide_too_few_rows_is_insufficient_data_never_retrain(contract):
+    tiny = check_schema(contract, make_batch(20, 0).iloc[:1])
+    d = decide(tiny, _drift(10), PRED, {"drop": 0.5, "metric": "roc_auc"}, P, None)  # "drift share 1.00"
+    assert d.status == "insufficient_data" and not d.cooldown_active
+    assert "min_rows=10" in d.reasons[0]
+    assert decide(tiny, None, None, None, P.model_copy(update={"min_rows": 0}), None).status == "ok"
+    bad = check_schema(contract, make_batch(20, 0).iloc[:1].drop(columns=["age"]))
+    assert decide(bad, None, None, None, P, None).status == "schema_violation"  # a broken schema still wins
+
+
+def _run(status: str):
+    return types.SimpleNamespace(data=types.SimpleNamespace(tags={"driftloop.status": status}))
+
+
+def test_small_or_failed_batches_neither_start_nor_count_towards_a_cooldown():
+    from driftloop.loop import batches_since_retrain
+
+    # newest first: a retrain, then two 1-row batches: the cooldown still has its 2 judged batches to go
+    assert batches_since_retrain([_run("insufficient_data"), _run("error"), _run("retrain")]) == 0
+    assert batches_since_retrain([_run("warn"), _run("insufficient_data"), _run("retrain")]) == 1
+    assert batches_since_retrain([_run("insufficient_data"), _run("ok")]) is None
+
+
+# ------------------------------------------------------------------------------------- batch ids, folders, alerts
+
+
+def test_batch_ids_are_unique_per_content_and_sanitized(tmp_path):
+    from driftloop.loop import make_batch_id
+
+    a = pd.DataFrame({"x": [1, 2, 3]})
+    b = pd.DataFrame({"x": [1, 2, 4]})
+    ida, idb = make_batch_id("2025-03", a), make_batch_id("2025-03", b)  # A/2025-03.parquet, B/2025-03.parquet
+    assert ida != idb and ida.startswith("2025-03-") and len(ida) == len("2025-03-") + 8
+    assert make_batch_id("2025-03", a.copy()) == ida == make_batch_id(ida, a)  # same rows, same id; idempotent
+    for label in ("..", "...", ".", "../../etc", "/", "", "-.-"):
+        bid = make_batch_id(label, a)
+        assert ".." not in bid and not bid.startswith((".", "-")) and "/" not in bid, (label, bid)
+    assert make_batch_id("..", a).startswith("batch-")
+
+
+def test_report_dir_stays_inside_output_dir_and_keeps_every_run(tmp_path):
+    from driftloop.config import Params
+    from driftloop.loop import make_batch_id, report_dir
+
+    p = Params().model_copy(update={"monitor": MonitorParams(output_dir=str(tmp_path / "mon"))})
+    bid = make_batch_id("..", pd.DataFrame({"x": [1]}))
+    first, second = report_dir(p, bid), report_dir(p, bid)
+    assert first != second and first.is_dir() and second.is_dir()
+    for d in (first, second, report_dir(p, "../../escape")):
+        assert d.resolve().is_relative_to((tmp_path / "mon").resolve())
+
+
+def test_alert_of_a_schema_violation_does_not_claim_a_drift_share():
+    from driftloop.loop import alert_message
+
+    drift = {"drift_share": 0.0, "n_drifted": 0, "n_columns": 9, "columns": []}
+    bad = {"status": "schema_violation", "decision": {"reasons": ["missing column(s): age"]}, "drift": drift}
+    assert "drift share" not in alert_message(bad) and "missing column(s): age" in alert_message(bad)
+    cols = [{"column": "income", "score": 0.4, "drifted": True}]
+    warn = {"status": "warn", "decision": {"reasons": ["r"]}, "drift": {**drift, "drift_share": 0.3, "columns": cols}}
+    assert "drift share 30%" in alert_message(warn) and "income 0.400" in alert_message(warn)
+
+
+def test_metric_keys_are_valid_mlflow_names():
+    from driftloop.loop import metric_key
+
+    assert metric_key("annual income (€)") == "annual income _"
+    assert metric_key("a/b:c") == "a_b_c"

@@ -2,7 +2,9 @@
 
 The target contract (present, finite, at least two classes, enough rows) is checked *before*
 anything is written, and the output is written atomically, so a bad source never replaces the
-previous data.
+previous data. Files (``ingest.path``, the labeled batches of ``ingest.labeled_dir``) are read by the
+one reading function, ``driftloop.io.read_table``: the same formats and named errors as monitoring
+and scoring. When ingest reruns is decided by the ``source`` stage before it (``driftloop.data.source``).
 """
 
 from __future__ import annotations
@@ -16,29 +18,19 @@ import pandas as pd
 
 from driftloop.config import Params
 from driftloop.errors import DataError
+from driftloop.faults import fault_point, register_point
+from driftloop.io import (  # noqa: F401 - the atomic writers are also imported from here
+    dedupe_columns,
+    read_table,
+    read_table_with_notes,
+    redact_url,
+    write_bytes_atomic,
+    write_parquet_atomic,
+)
 
 Progress = Callable[[int], None]
 
-
-def dedupe_columns(names: list[str]) -> tuple[list[str], list[str]]:
-    """Rename duplicated column names (``a``, ``a`` -> ``a``, ``a__2``); returns names and warnings."""
-    seen: dict[str, int] = {}
-    out, notes = [], []
-    taken = set(map(str, names))
-    for name in map(str, names):
-        if name not in seen:
-            seen[name] = 1
-            out.append(name)
-            continue
-        k = seen[name] + 1
-        while f"{name}__{k}" in taken:
-            k += 1
-        seen[name] = k
-        new = f"{name}__{k}"
-        taken.add(new)
-        out.append(new)
-        notes.append(f"duplicate column name '{name}' renamed to '{new}'")
-    return out, notes
+BEFORE_WRITE = register_point("ingest.before_write", "driftloop ingest (run/dvc repro): data read, before raw.parquet")
 
 
 def _mask_url(url: str) -> str:
@@ -50,70 +42,16 @@ def _mask_url(url: str) -> str:
         return "<unparseable SQL URL>"
 
 
-_BY_COLUMN_OPTIONS = {
-    "low_memory",
-    "parse_dates",
-    "date_format",
-    "dtype",
-    "converters",
-    "usecols",
-    "index_col",
-    "na_values",
-    "keep_default_na",
-    "na_filter",
-    "true_values",
-    "false_values",
-}
-
-
 def read_csv(
-    path: str, options: dict, chunk_rows: int, progress: Progress | None = None
+    path: str, options: dict, chunk_rows: int = 250_000, progress: Progress | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
-    opts = {"low_memory": False, **options}
-    # the header row is read as text: options that refer to columns by name (parse_dates, dtype, ...)
-    # cannot apply to it, and names like "NA" or "01" must not become NaN or 1
-    header_opts = {k: v for k, v in opts.items() if k not in _BY_COLUMN_OPTIONS}
-    try:
-        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, **header_opts)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty") from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as exc:
-        raise DataError(f"{path}: cannot be read as CSV ({type(exc).__name__}: {exc})") from None
-    header_names = [v if isinstance(v, str) and v else f"Unnamed: {i}" for i, v in enumerate(header.iloc[0])]
-    names, notes = dedupe_columns(header_names)
-    try:
-        reader = pd.read_csv(path, header=0, names=names, chunksize=chunk_rows, **opts)
-        chunks = []
-        for chunk in reader:
-            chunks.append(chunk)
-            if progress:
-                progress(len(chunk))
-    except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as exc:
-        raise DataError(f"{path}: cannot be read as CSV ({type(exc).__name__}: {exc})") from None
-    df = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=names)
-    return df, notes
+    """A CSV file through the one reading function (``driftloop.io.read_table``); frame and warnings."""
+    return read_table_with_notes(path, options, fmt="csv", chunk_rows=chunk_rows, progress=progress)
 
 
 def read_parquet(path: str, options: dict) -> tuple[pd.DataFrame, list[str]]:
-    try:
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path, **options)
-        except Exception as exc:
-            if "Multiple matches for FieldRef" not in str(exc):
-                raise
-            table = pq.ParquetFile(path).read()  # duplicate column names: read without the dataset API
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except Exception as exc:  # pyarrow raises several types for a broken file
-        raise DataError(f"{path}: cannot be read as Parquet ({type(exc).__name__}: {exc})") from None
-    names, notes = dedupe_columns(table.column_names)
-    df = table.to_pandas()  # renaming the table would drop the pandas metadata (Int64 -> float64)
-    df.columns = names
-    return df, notes
+    """A Parquet file through the one reading function (``driftloop.io.read_table``); frame and warnings."""
+    return read_table_with_notes(path, options, fmt="parquet")
 
 
 def read_sql(params: Params, env: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -174,14 +112,11 @@ def simulate_chunks(params: Params) -> Iterator[pd.DataFrame]:
 def read_source(params: Params, progress: Progress | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Read a non-simulated source whole; returns the frame and warnings."""
     ing = params.ingest
-    if ing.source == "csv":
-        df, notes = read_csv(ing.path, ing.read_options, ing.chunk_rows, progress)
-        where = ing.path
-    elif ing.source == "parquet":
-        df, notes = read_parquet(ing.path, ing.read_options)
-        where = ing.path
-        if progress:
-            progress(len(df))
+    if ing.source in ("csv", "parquet"):
+        df, notes = read_table_with_notes(
+            ing.path, ing.read_options, fmt=ing.source, chunk_rows=ing.chunk_rows, progress=progress
+        )
+        where = redact_url(ing.path)
     elif ing.source == "sql":
         df, notes = read_sql(params)
         where = "ingest.sql"
@@ -223,59 +158,34 @@ def _aligned(df: pd.DataFrame, like: pd.DataFrame, path: Path) -> pd.DataFrame:
     return df
 
 
-def write_bytes_atomic(data: bytes, out: str | Path) -> None:
-    """Write ``data`` to ``out`` through a temporary file: readers see the old file or the new one."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
-
-
-def write_parquet_atomic(frames: Iterator[pd.DataFrame] | pd.DataFrame, out: str | Path) -> int:
-    """Write one or many frames to ``out`` through a temporary file; returns the row count."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    frames = [frames] if isinstance(frames, pd.DataFrame) else frames
-    writer = None
-    n = 0
-    try:
-        for df in frames:
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-            elif table.schema != writer.schema:
-                table = table.cast(writer.schema)
-            writer.write_table(table, row_group_size=256_000)
-            n += len(df)
-        if writer is None:
-            raise DataError(f"{out}: nothing to write")
-        writer.close()
-        writer = None
-        os.replace(tmp, out)
-    finally:
-        if writer is not None:
-            writer.close()
-        if tmp.exists():
-            tmp.unlink()
-    return n
-
-
 def labeled_batches(params: Params) -> list[Path]:
     """Labeled production batches that retraining added (``ingest.labeled_dir``), in name order."""
     d = params.ingest.labeled_dir
     return sorted(Path(d).glob("*.parquet")) if d and Path(d).is_dir() else []
 
 
+def read_labeled(paths: list[Path]) -> list[tuple[Path, pd.DataFrame]]:
+    """Every labeled batch, read before anything is written: a 0-byte or corrupt one is named."""
+    out = []
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = read_table(path, fmt="parquet")
+        if len(df) == 0:
+            raise DataError(f"{path}: labeled batch has no rows; remove it from ingest.labeled_dir")
+        out.append((path, df))
+    return out
+
+
 def ingest(params: Params, out: str | Path, progress: Progress | None = None) -> dict:
     """Run the ingest stage; returns a summary (rows, columns, warnings)."""
     from driftloop.data.validate import check_contract
 
-    extra = labeled_batches(params)
+    extra = read_labeled(labeled_batches(params))
+
+    def before_commit() -> None:
+        fault_point(BEFORE_WRITE)
+
     if params.ingest.source == "simulate":
 
         def chunks() -> Iterator[pd.DataFrame]:
@@ -283,16 +193,16 @@ def ingest(params: Params, out: str | Path, progress: Progress | None = None) ->
                 if progress:
                     progress(len(chunk))
                 yield chunk
-            for path in extra:
-                yield _aligned(pd.read_parquet(path), chunk, path)
+            for path, batch in extra:
+                yield _aligned(batch, chunk, path)
 
-        n = write_parquet_atomic(chunks(), out)
+        n = write_parquet_atomic(chunks(), out, before_commit=before_commit)
         return {"rows": n, "source": "simulate", "labeled_batches": len(extra), "warnings": []}
     df, notes = read_source(params, progress)
     if extra:
-        df = pd.concat([df, *(_aligned(pd.read_parquet(p), df, p) for p in extra)], ignore_index=True)
+        df = pd.concat([df, *(_aligned(batch, df, path) for path, batch in extra)], ignore_index=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        check_contract(df, params, source=params.ingest.path or "ingest.sql")
-    n = write_parquet_atomic(df, out)
+        check_contract(df, params, source=redact_url(params.ingest.path) if params.ingest.path else "ingest.sql")
+    n = write_parquet_atomic(df, out, before_commit=before_commit)
     return {"rows": n, "columns": df.shape[1], "source": params.ingest.source, "warnings": notes}

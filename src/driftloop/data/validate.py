@@ -2,15 +2,19 @@
 
 Errors stop the pipeline before anything is written: missing target, missing/NaN/infinite
 target values, a classification target with one class, fewer rows than the split and folds
-need. Warnings go to ``reports/validation.json`` (and MLflow): duplicated rows, constant and
-all-missing columns (dropped), ID-like columns (dropped), leakage suspects (a single feature
-that alone predicts the target almost perfectly; error, warning or drop by
+need, day/month orders that cannot be read safely in a date column (``validate.on_ambiguous_dates``).
+Warnings go to ``reports/validation.json`` (and MLflow): infinite or huge (|x| >= 1e300) feature
+values (made missing, per column with counts), duplicated rows (counted once ID-like columns are
+set aside; kept or dropped by ``validate.on_duplicate_rows``), constant and all-missing columns
+(dropped), ID-like columns (dropped), leakage suspects (a single feature that alone predicts the
+target almost perfectly; every suspect is named at once with its score; error, warning or drop by
 ``validate.on_leakage``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -18,6 +22,12 @@ import pandas as pd
 
 from driftloop.config import Params
 from driftloop.errors import DataError
+from driftloop.faults import register_point
+
+BEFORE_WRITE = register_point("validate.before_write", "driftloop validate: data checked, before validated.parquet")
+BEFORE_REPORT = register_point(
+    "validate.before_report", "driftloop validate: validated.parquet written, before validation.json"
+)
 
 MAX_CLASSES = 50
 # the leakage check: cross-validation folds, tree depth, rows a leaf (and a category) needs, histogram bins
@@ -26,6 +36,8 @@ LEAKAGE_TREE_DEPTH = 6
 LEAKAGE_MIN_LEAF = 5
 LEAKAGE_MAX_BIN = 1023  # fine bins: a narrow gap between classes keeps a bin boundary of its own
 LEAKAGE_MAX_CATEGORIES = 1000
+HUGE = 1e300  # |x| at or above this is treated as missing: no model or scaler computes with it
+DATE_SAMPLE = 200_000  # distinct values of a date column examined for its format
 
 
 @dataclass
@@ -33,7 +45,9 @@ class Issue:
     check: str
     message: str
     column: str | None = None
-    action: str = "none"  # none | dropped | rows_dropped
+    action: str = "none"  # none | dropped | rows_dropped | values_missing
+    count: int | None = None  # values or rows concerned
+    score: float | None = None  # leakage: the column's cross-validated score alone
 
 
 @dataclass
@@ -273,6 +287,98 @@ def _single_feature_scores(df: pd.DataFrame, y: pd.Series, task: str, params: Pa
     return scores
 
 
+def non_finite_to_missing(df: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, list[Issue]]:
+    """Infinite and huge (|x| >= 1e300) values of numeric ``columns`` become NaN; one issue per column."""
+    issues, changed = [], {}
+    for col in columns:
+        s = df[col]
+        if not pd.api.types.is_float_dtype(s):  # integers cannot hold inf, nor reach 1e300
+            continue
+        values = s.to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            inf = np.isinf(values)
+            huge = ~inf & (np.abs(values) >= HUGE)
+        n_inf, n_huge = int(inf.sum()), int(huge.sum())
+        if not (n_inf or n_huge):
+            continue
+        parts = [f"{n_inf} infinite"] if n_inf else []
+        parts += [f"{n_huge} huge (|x| >= {HUGE:g})"] if n_huge else []
+        issues.append(
+            Issue(
+                "non_finite",
+                f"column '{col}': {' and '.join(parts)} value(s) treated as missing",
+                col,
+                "values_missing",
+                n_inf + n_huge,
+            )
+        )
+        changed[col] = s.mask(inf | huge)
+    if changed:
+        df = df.assign(**changed)
+    return df, issues
+
+
+_YEAR_FIRST = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:$|[ T])")
+_DAY_MONTH = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{2}|\d{4})(?:$|[ T])")
+
+
+def date_format_issues(s: pd.Series, column: str) -> tuple[list[str], list[str]]:
+    """Problems reading text dates of ``column``: (unsafe, ambiguous) messages.
+
+    Unsafe: the values mix formats (year-first ``2024-04-03`` with ``03/04/2024`` or text), or both
+    day-first and month-first values occur (``13/04`` and ``04/13``), or some values are day-first
+    (``13/04/2024``): parsed one by one, ``03/04/2024`` would then be read as 4 March while ``13/04/2024``
+    is 13 April, a silent swap. Ambiguous: every ``nn/nn/yyyy`` value has both parts <= 12, so the order
+    cannot be told; pandas reads them month-first.
+    """
+    if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        return [], []
+    values = pd.Series(pd.unique(s.dropna().astype(str).str.strip()))
+    values = values[values != ""].head(DATE_SAMPLE)
+    if values.empty:
+        return [], []
+    year_first = values.str.match(_YEAR_FIRST)
+    parts = values.str.extract(_DAY_MONTH)
+    day_month = parts[0].notna()
+    other = ~year_first & ~day_month
+    families = {
+        name: values[mask].iloc[0]
+        for name, mask in (("year-first", year_first), ("day/month", day_month), ("other", other))
+        if mask.any()
+    }
+    unsafe, ambiguous = [], []
+    if len(families) > 1:
+        examples = ", ".join(f"{name} {ex!r}" for name, ex in families.items())
+        unsafe.append(f"column '{column}' mixes date formats ({examples})")
+    if day_month.any():
+        a = parts.loc[day_month, 0].astype(int)
+        b = parts.loc[day_month, 1].astype(int)
+        first_is_day, second_is_day = a > 12, b > 12
+        if first_is_day.any() and second_is_day.any():
+            unsafe.append(
+                f"column '{column}' has day-first ({values[day_month][first_is_day].iloc[0]!r}) and month-first "
+                f"({values[day_month][second_is_day].iloc[0]!r}) dates: the day/month order cannot be told"
+            )
+        elif first_is_day.any() and ((a <= 12) & (a != b)).any():
+            ex = values[day_month][(a <= 12) & (a != b)].iloc[0]
+            unsafe.append(
+                f"column '{column}' has day-first dates (e.g. {values[day_month][first_is_day].iloc[0]!r}), but "
+                f"{ex!r} would be read month-first (day and month swapped)"
+            )
+        elif not second_is_day.any() and (a != b).any():
+            ambiguous.append(
+                f"column '{column}': every day/month date has both parts <= 12 (e.g. "
+                f"{values[day_month][a != b].iloc[0]!r}): the order cannot be told, read as month-first (mm/dd)"
+            )
+    return unsafe, ambiguous
+
+
+DATE_FIX = (
+    "Write the dates as YYYY-MM-DD, or give the format when reading: ingest.read_options "
+    "{parse_dates: [<column>], date_format: {<column>: '%d/%m/%Y'}}; or set validate.on_ambiguous_dates: warn"
+)
+
+
 def validate(df: pd.DataFrame, params: Params, *, source: str) -> tuple[pd.DataFrame, ValidationReport]:
     """Check the contract (raises) and return the cleaned frame plus a report of warnings."""
     task = check_contract(df, params, source=source)
@@ -280,10 +386,10 @@ def validate(df: pd.DataFrame, params: Params, *, source: str) -> tuple[pd.DataF
     target = params.base.target
     report = ValidationReport(task=task, rows=len(df), columns=df.shape[1])
 
-    def drop(col: str, check: str, message: str) -> None:
+    def drop(col: str, check: str, message: str, score: float | None = None) -> None:
         if col not in report.dropped_columns:
             report.dropped_columns.append(col)
-            report.warnings.append(Issue(check, message, col, "dropped"))
+            report.warnings.append(Issue(check, message, col, "dropped", score=score))
 
     for col in vp.ignore_columns:
         if col not in df.columns:
@@ -297,6 +403,24 @@ def validate(df: pd.DataFrame, params: Params, *, source: str) -> tuple[pd.DataF
         raise DataError(f"{source}: split.time_column '{params.split.time_column}' is not in the data")
     if params.split.group_column and params.split.group_column not in df.columns:
         raise DataError(f"{source}: split.group_column '{params.split.group_column}' is not in the data")
+
+    # dates read one by one would swap day and month: refuse (or warn) naming the column
+    date_columns = list(
+        dict.fromkeys([*vp.date_columns, *([params.split.time_column] if params.split.time_column else [])])
+    )
+    unsafe: list[Issue] = []
+    for col in date_columns:
+        bad, ambiguous = date_format_issues(df[col], col)
+        unsafe += [Issue("ambiguous_dates", m, col) for m in bad]
+        report.warnings += [Issue("ambiguous_dates", m, col) for m in ambiguous]
+    if unsafe and vp.on_ambiguous_dates == "error":
+        raise DataError(f"{source}: " + "; ".join(i.message for i in unsafe) + f". {DATE_FIX}.")
+    report.warnings += unsafe
+
+    # infinite and huge feature values: missing, before any other check looks at them
+    df, issues = non_finite_to_missing(df, [c for c in df.columns if c != target])
+    report.warnings += issues
+
     for col in vp.id_columns:
         drop(col, "id_column", f"column '{col}' is listed in validate.id_columns")
 
@@ -330,27 +454,35 @@ def validate(df: pd.DataFrame, params: Params, *, source: str) -> tuple[pd.DataF
             )
 
     features = [c for c in df.columns if c != target and c not in report.dropped_columns and c not in keep_for_split]
-    n_dup = (
-        int(df.duplicated().sum()) if n <= 5_000_000 else int(df.sample(5_000_000, random_state=0).duplicated().sum())
-    )
-    if n_dup:
-        action = "rows_dropped" if vp.on_duplicate_rows == "drop" else "none"
-        report.warnings.append(Issue("duplicate_rows", f"{n_dup} duplicated rows", None, action))
     scores = _single_feature_scores(df[features], df[target], task, params) if features else {}
-    suspects = {c: s for c, s in scores.items() if s >= vp.leakage_threshold}
-    for col, score in suspects.items():
+    suspects = sorted(((s, c) for c, s in scores.items() if s >= vp.leakage_threshold), key=lambda sc: -sc[0])
+    if suspects and vp.on_leakage == "error":
+        named = ", ".join(f"'{c}' ({s:.4f})" for s, c in suspects)
+        raise DataError(
+            f"{source}: {len(suspects)} column(s) alone predict the target (cross-validated score >= "
+            f"validate.leakage_threshold={vp.leakage_threshold}): {named}: likely leakage. Add them to "
+            "validate.ignore_columns, or set validate.on_leakage."
+        )
+    for score, col in suspects:
         msg = (
             f"column '{col}' alone predicts the target (cross-validated score {score:.4f} >= "
             f"validate.leakage_threshold={vp.leakage_threshold}): likely leakage"
         )
-        if vp.on_leakage == "error":
-            raise DataError(f"{source}: {msg}. Add it to validate.ignore_columns, or set validate.on_leakage.")
         if vp.on_leakage == "drop":
-            drop(col, "leakage", msg)
+            drop(col, "leakage", msg, score)
         else:
-            report.warnings.append(Issue("leakage", msg, col))
+            report.warnings.append(Issue("leakage", msg, col, score=score))
 
     clean = df.drop(columns=report.dropped_columns)
-    if vp.on_duplicate_rows == "drop" and n_dup:
-        clean = clean.drop_duplicates(ignore_index=True)
+    # duplicates among the rows as they go on, ID-like and dropped columns set aside (an ID hides them)
+    dup = clean.duplicated() if n <= 5_000_000 else clean.sample(5_000_000, random_state=0).duplicated()
+    n_dup = int(dup.sum())
+    if n_dup:
+        action = "rows_dropped" if vp.on_duplicate_rows == "drop" else "none"
+        how = "dropped" if action == "rows_dropped" else "kept (the split keeps copies of a row together)"
+        set_aside = [c for c in report.dropped_columns if c in df.columns]
+        aside = f", once {set_aside} are set aside" if set_aside else ""
+        report.warnings.append(Issue("duplicate_rows", f"{n_dup} duplicated rows{aside}: {how}", None, action, n_dup))
+        if action == "rows_dropped":
+            clean = clean.drop_duplicates(ignore_index=True)
     return clean, report

@@ -459,3 +459,46 @@ def test_labeled_batch_with_text_in_a_numeric_column_names_the_batch_and_column(
     params = make_params(tmp_path / "unused.csv", source="simulate", target="default")
     params = params.model_copy(update={"simulate": params.simulate.model_copy(update={"n_rows": 200})})
     fails(_with_labeled(params, labeled), out, "2025-03.parquet", "annual_income")
+
+
+@pytest.mark.parametrize("content", [b"", b"PAR1 truncated, not a parquet file"])
+@pytest.mark.parametrize("source", ["csv", "simulate"])
+def test_zero_byte_or_corrupt_labeled_batch_names_the_file(tmp_path, out, content, source):
+    src = tmp_path / "d.csv"
+    frame().to_csv(src, index=False)
+    labeled = tmp_path / "labeled"
+    labeled.mkdir()
+    frame(n=10, seed=1).to_parquet(labeled / "2025-01.parquet")
+    (labeled / "2025-02.parquet").write_bytes(content)
+    params = make_params(src, source=source, target="y" if source == "csv" else "default")
+    msg = fails(_with_labeled(params, labeled), out, str(labeled / "2025-02.parquet"))
+    assert ("empty" in msg) if not content else ("Parquet" in msg)
+
+
+def test_parquet_source_with_a_saved_index(tmp_path, out):
+    src = tmp_path / "indexed.parquet"
+    frame().rename_axis("row_no").to_parquet(src)  # a named index: read back as a column
+    result = ingest(make_params(src, source="parquet"), out)
+    assert list(pd.read_parquet(out).columns) == ["row_no", "x", "cat", "y"]
+    assert any("row_no" in w for w in result["warnings"])
+
+
+def test_ingest_fault_point_is_before_the_atomic_replace(tmp_path, out):
+    import os
+    import subprocess
+    import sys
+
+    src = tmp_path / "d.csv"
+    frame().to_csv(src, index=False)
+    code = (
+        "import sys; from driftloop.config import Params; from driftloop.data.ingest import ingest; "
+        "p = Params.model_validate({'base': {'target': 'y'}, 'validate': {'min_rows': 10}, "
+        "'ingest': {'source': 'csv', 'path': sys.argv[1]}}); ingest(p, sys.argv[2])"
+    )
+    env = {**os.environ, "DRIFTLOOP_FAULT": "ingest.before_write"}
+    res = subprocess.run([sys.executable, "-c", code, str(src), str(out)], env=env, capture_output=True)
+    assert res.returncode == -9  # SIGKILL at the point
+    assert out.read_bytes() == OLD_BYTES  # the previous output whole
+    subprocess.run([sys.executable, "-c", code, str(src), str(out)], check=True)  # the rerun needs no repair
+    assert sorted(p.name for p in out.parent.iterdir()) == ["raw.parquet"]
+    pd.testing.assert_frame_equal(pd.read_parquet(out), frame())

@@ -178,3 +178,40 @@ def test_sizes_that_leave_nothing_for_training():
     # each size alone is valid config, together they leave < 10% for training
     with pytest.raises(DataError, match="too little for training"):
         split(frame(), make_params(test_size=0.5, valid_size=0.45), "binary")
+
+
+# --------------------------------------------------------------------------- exact copies never span splits
+def test_copies_of_a_row_share_a_split_and_nothing_of_test_is_in_train():
+    from driftloop.data.split import train_test_overlap
+
+    base = frame().drop(columns=["row"])
+    df = pd.concat([base, base, base.iloc[:300]], ignore_index=True)  # every row at least twice
+    parts = split(df, make_params(), "binary")
+    assert sum(len(p) for p in parts.values()) == len(df)
+    assert train_test_overlap(parts["train"], parts["test"]) == 0
+    assert train_test_overlap(parts["train"], parts["valid"]) == 0
+    # sizes and class rates close to the targets (the distinct rows were split, stratified)
+    assert abs(len(parts["test"]) / len(df) - 0.2) < 0.05
+    assert abs(parts["test"]["y"].mean() - 0.1) < 0.03
+    # deterministic
+    again = split(df, make_params(), "binary")
+    for name in parts:
+        pd.testing.assert_frame_equal(parts[name], again[name])
+
+
+def test_without_copies_the_split_is_unchanged():
+    # the distinct-row grouping only applies when copies exist: the same data keeps the same split (and hashes)
+    from sklearn.model_selection import train_test_split
+
+    df = frame()
+    parts = split(df, make_params(), "binary")
+    rest, test = train_test_split(df, test_size=0.2, random_state=42, stratify=df["y"])
+    assert parts["test"]["row"].tolist() == test["row"].tolist()
+
+
+def test_overlap_counts_identical_rows():
+    from driftloop.data.split import train_test_overlap
+
+    df = frame().drop(columns=["row"])
+    assert train_test_overlap(df.iloc[:500], df.iloc[500:]) == 0
+    assert train_test_overlap(df.iloc[:500], pd.concat([df.iloc[500:], df.iloc[:7]])) == 7

@@ -3,6 +3,8 @@ duplicated rows, config errors naming the column, and task inference."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -376,3 +378,84 @@ def test_infer_task(values, expected):
 def test_infer_task_explicit_wins():
     assert infer_task(pd.Series([0, 1, 0]), "regression") == "regression"
     assert infer_task(pd.Series([0.1, 0.7, 0.3]), "multiclass") == "multiclass"
+
+
+# --------------------------------------------------------------------------- issue 10 findings 5 and 9
+def test_infinite_and_huge_values_become_missing_naming_columns_and_counts():
+    df = base_frame()
+    df.loc[[1, 2], "amount"] = [np.inf, -np.inf]
+    df.loc[3, "amount"] = 1e308
+    df["ratio"] = np.random.default_rng(3).normal(size=N)
+    df.loc[5, "ratio"] = -1e300
+    clean, report = validate(df, make_params(), source="data.parquet")
+    issues = {w.column: w for w in warnings_by_check(report)["non_finite"]}
+    assert set(issues) == {"amount", "ratio"}
+    assert issues["amount"].count == 3 and "2 infinite and 1 huge" in issues["amount"].message
+    assert issues["ratio"].count == 1 and issues["ratio"].action == "values_missing"
+    assert clean["amount"].isna().sum() == 3 and clean["ratio"].isna().sum() == 1
+    assert np.isfinite(clean[["amount", "ratio"]].dropna()).all().all()
+    assert df["amount"].isna().sum() == 0  # the caller's frame is untouched
+
+
+def test_duplicates_counted_once_id_columns_are_set_aside():
+    df = dup_frame()
+    df["row_id"] = np.arange(len(df))  # unique per row: hides the 15 copies from a plain duplicated()
+    clean, report = validate(df, make_params(), source="data.parquet")
+    assert "row_id" not in clean.columns
+    (w,) = warnings_by_check(report)["duplicate_rows"]
+    assert w.count == 15 and "row_id" in w.message
+    clean, report = validate(df, make_params(on_duplicate_rows="drop"), source="data.parquet")
+    assert len(clean) == N and not clean.duplicated().any()
+
+
+def test_every_leakage_suspect_named_at_once_with_its_score():
+    df = leaky_frame()
+    df["sub_grade"] = df["y"].map({0: "A1", 1: "E5"})
+    df["interest_rate"] = df["y"] * 10.0 + np.random.default_rng(1).uniform(0, 1, N)
+    with pytest.raises(DataError) as exc:
+        validate(df, make_params(), source="loans.csv")
+    msg = str(exc.value)
+    assert "3 column(s)" in msg
+    for col in ("outcome_code", "sub_grade", "interest_rate"):
+        assert re.search(rf"'{col}' \((0\.99\d\d|1\.0000)\)", msg), col
+    _, report = validate(df, make_params(on_leakage="warn"), source="loans.csv")
+    leaks = warnings_by_check(report)["leakage"]
+    assert {w.column for w in leaks} == {"outcome_code", "sub_grade", "interest_rate"}
+    assert all(w.score >= 0.99 for w in leaks)
+
+
+def dated(values) -> pd.DataFrame:
+    df = base_frame(n=len(values) if len(values) % 2 == 0 else len(values) - 1)
+    df["when"] = list(values)[: len(df)]
+    return df
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        (["2024-04-03", "03/04/2024"] * 50, "mixes date formats"),
+        (["13/04/2024", "04/13/2024"] * 50, "day-first ('13/04/2024') and month-first ('04/13/2024')"),
+        (["13/04/2024", "03/04/2024"] * 50, "'03/04/2024' would be read month-first"),
+    ],
+)
+def test_unsafe_date_formats_are_refused_naming_the_column(values, needle):
+    params = make_params(date_columns=["when"])
+    with pytest.raises(DataError) as exc:
+        validate(dated(values), params, source="data.csv")
+    assert "column 'when'" in str(exc.value) and needle in str(exc.value)
+    _, report = validate(dated(values), make_params(date_columns=["when"], on_ambiguous_dates="warn"), source="x")
+    assert {w.column for w in warnings_by_check(report)["ambiguous_dates"]} == {"when"}
+
+
+def test_time_column_checked_too_and_safe_dates_pass():
+    with pytest.raises(DataError, match="column 'when'"):
+        validate(dated(["2024-04-03", "03/04/2024"] * 50), make_params(split={"time_column": "when"}), source="x")
+    for ok in (["2024-04-03", "2024-12-31"] * 50, ["04/13/2024", "12/31/2024", "01/02/2024"] * 34):
+        _, report = validate(dated(ok), make_params(date_columns=["when"]), source="x")
+        assert "ambiguous_dates" not in warnings_by_check(report)
+
+
+def test_all_ambiguous_day_month_dates_warn():
+    _, report = validate(dated(["03/04/2024", "05/06/2024"] * 50), make_params(date_columns=["when"]), source="x")
+    (w,) = warnings_by_check(report)["ambiguous_dates"]
+    assert w.column == "when" and "month-first" in w.message
