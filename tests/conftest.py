@@ -51,13 +51,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 
 def dvc_clean(status_stdout: str) -> bool:
-    """``dvc status`` has nothing to do but the ``source`` stage, which is ``always_changed`` by design (it
-    fingerprints the data source on every run; see driftloop/data/source.py)."""
-    text = status_stdout.strip()
-    if "up to date" in text:
-        return True
-    rest = [ln.strip() for ln in text.splitlines() if ln.strip() not in ("source:", "always changed")]
-    return not rest
+    """``dvc status`` has nothing to do but the ``source`` stage, which is ``always_changed`` by design."""
+    from driftloop.runner import status_clean
+
+    return status_clean(status_stdout)
 
 
 def copy_project_files(proj: Path) -> None:

@@ -144,11 +144,11 @@ def tune(
 ):
     """Optuna TPE search over LightGBM with pruning; every trial a nested MLflow run."""
     from driftloop.pipeline import run_tune
+    from driftloop.runner import TrialProgress
 
     p = _load(params)
-    progress, advance = _rows_progress("tune (trials)", p.tune.n_trials)
-    with progress:
-        result = run_tune(p, str(split_dir), str(out_path), str(report), progress=lambda study, trial: advance(1))
+    with TrialProgress(p.tune.n_trials, console=err) as progress:  # a bar on a terminal, else a line per ~15 s
+        result = run_tune(p, str(split_dir), str(out_path), str(report), progress=progress)
     out.print(
         f"tune: best {result['metric']}={result['best_value']:.5f} after {result['n_complete']} complete, "
         f"{result['n_pruned']} pruned trials ({result['seconds']:.1f}s); study '{result['study_name']}'"

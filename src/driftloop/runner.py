@@ -186,6 +186,17 @@ def stage_markup(event: StageEvent, how: str = "") -> str:
     return f"{mark} {k}/{n}[/] [bold]{name}[/] {verb} [bold]{event.seconds:.1f} s[/] [dim]· {elapsed} elapsed[/]"
 
 
+def status_clean(status_stdout: str) -> bool:
+    """``dvc status`` output that leaves nothing to do: up to date, or only ``always_changed`` stages listed
+    (the ``source`` stage fingerprints the data source on every run; DVC cannot know without looking)."""
+    text = status_stdout.strip()
+    if not text or "up to date" in text:
+        return True
+    # stage headers ("source:") at the margin; every indented line must be "always changed"
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    return all((not ln[0].isspace() and ln.endswith(":")) or ln.strip() == "always changed" for ln in lines)
+
+
 def stage_plan(repo, targets: list[str] | None = None) -> list[str]:
     """The stages with a command that ``dvc repro [targets]`` visits, in the order it visits them."""
     try:
@@ -209,6 +220,71 @@ class _Running:
     def skip(self) -> None:
         """The stage turned out unchanged (DVC skipped it): its end line says so."""
         self.skipped = True
+
+
+def trial_line(done: int, total: int, complete: int, pruned: int, best: float | None, elapsed: float,
+               eta: float | None) -> str:  # fmt: skip
+    """``tune: trial 12/30 (9 complete, 3 pruned), best 0.82103, 0:41 elapsed, ETA 1:02``."""
+    best_text = f", best {best:.5f}" if best is not None else ""
+    eta_text = f", ETA {clock(eta)}" if eta is not None else ""
+    return (
+        f"tune: trial {done}/{total} ({complete} complete, {pruned} pruned){best_text}, "
+        f"{clock(elapsed)} elapsed{eta_text}"
+    )
+
+
+class TrialProgress:
+    """An Optuna callback that says where the search is: trial n of N (counted in the study, so a resumed or
+    shared study shows its real position), complete and pruned, the best value so far, elapsed time, ETA.
+
+    On a terminal: a Rich bar with those figures (``console``). Otherwise plain lines through ``echo`` (stdout,
+    or a Prefect logger): the first trial, then at most one every ``every`` seconds, and the last one — so
+    a 20-minute study in a log or CI is never silent, and never floods.
+    """
+
+    def __init__(self, total: int, *, console=None, echo: Callable[[str], None] | None = None, every: float = 15.0):
+        self.total, self.every, self._echo = total, every, echo or (lambda line: print(line, flush=True))
+        self._console = console if console is not None and console.is_terminal else None
+        self.t0 = time.monotonic()
+        self._ran = 0  # trials finished by this process (for the ETA)
+        self._last_line = -float("inf")
+        self._bar = self._task = None
+
+    def __enter__(self) -> TrialProgress:
+        if self._console is not None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[extra]}"))
+            self._bar = Progress(TextColumn("{task.description}"), *columns, console=self._console)
+            self._task = self._bar.add_task("tune (trials)", total=self.total, extra="")
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, study, trial) -> None:
+        from optuna.trial import TrialState
+
+        self._ran += 1
+        states = [t.state for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
+        complete, pruned = states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
+        done = min(complete + pruned, self.total)
+        try:
+            best = float(study.best_value)
+        except ValueError:  # no complete trial yet
+            best = None
+        elapsed = time.monotonic() - self.t0
+        left = max(self.total - done, 0)
+        eta = elapsed / self._ran * left if left else None  # at this process's pace so far
+        if self._bar is not None:
+            extra = (f"best {best:.5f}  " if best is not None else "") + (f"ETA {clock(eta)}" if left else "")
+            self._bar.update(self._task, completed=done, extra=extra)
+            return
+        if self._ran == 1 or not left or elapsed - self._last_line >= self.every:
+            self._last_line = elapsed
+            self._echo(trial_line(done, self.total, complete, pruned, best, elapsed, eta))
 
 
 class StageProgress:

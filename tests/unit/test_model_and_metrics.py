@@ -492,3 +492,31 @@ def test_unknown_model_format_is_refused(trained):
     data = {**trained.model.to_dict(), "format": "driftloop.model/99"}
     with pytest.raises(RegistryError, match="driftloop.model/99"):
         DriftloopModel.from_parts(data, trained.model.booster_text())
+
+
+def test_gate_refuses_to_judge_on_thin_evidence(trained, splits):
+    """The reported case: a test split with 2 positives promoted a model on "+0.3357 ROC AUC"."""
+    test = splits["test"]
+    pos = test[test["default"] == 1]
+    thin = pd.concat([test[test["default"] == 0], pos.head(2)])
+    d = decide(trained.model, None, None, thin, make_params(min_test_events=30))
+    assert (d.alias, d.decision) == (CHALLENGER, "insufficient_evidence")
+    assert "the test split has 2 positives (1)" in d.reason and "register.min_test_events=30" in d.reason
+    assert d.events["test"] == {"0": int((test["default"] == 0).sum()), "1": 2}
+    # the validation split counts too: thin there is refused even with a rich test split
+    d = decide(trained.model, None, None, test, make_params(min_test_events=5), valid_df=pos.head(3))
+    assert d.decision == "insufficient_evidence" and "the validation split has 3 positives" in d.reason
+    # enough events on both: judged as usual
+    d = decide(trained.model, None, None, test, make_params(min_test_events=5), valid_df=splits["valid"])
+    assert (d.alias, d.decision) == (CHAMPION, "promoted")
+    # 0 disables the check
+    assert decide(trained.model, None, None, thin, make_params(min_test_events=0)).decision == "promoted"
+
+
+def test_a_model_no_better_than_the_dummy_is_never_promoted(trained, splits):
+    test = splits["test"]
+    d = decide(trained.model, None, None, test, make_params(), baseline_value=0.999)
+    assert (d.alias, d.decision) == (CHALLENGER, "below_baseline")
+    assert "does not beat the dummy baseline's 0.9990" in d.reason
+    d = decide(trained.model, None, None, test, make_params(), baseline_value=0.5)
+    assert (d.alias, d.decision) == (CHAMPION, "promoted") and "beats the dummy baseline's 0.5000" in d.reason

@@ -168,3 +168,44 @@ def test_curves_are_written_as_csv_and_png(tmp_path, task, expected):
     import matplotlib.pyplot as plt
 
     assert not plt.get_fignums()  # every figure closed
+
+
+def _study_with_progress(n: int, every: float, prune_every: int = 3):
+    import optuna
+
+    from driftloop.runner import TrialProgress
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    lines: list[str] = []
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number % prune_every == prune_every - 1:
+            raise optuna.TrialPruned()
+        return x
+
+    with TrialProgress(n, echo=lines.append, every=every) as progress:
+        study.optimize(objective, n_trials=n, callbacks=[progress])
+    return study, lines
+
+
+def test_trial_lines_count_complete_pruned_best_and_eta():
+    study, lines = _study_with_progress(6, every=0)
+    assert len(lines) == 6
+    assert re.fullmatch(
+        r"tune: trial 1/6 \(1 complete, 0 pruned\), best 0\.\d{5}, \d+:\d\d elapsed, ETA \d+:\d\d", lines[0]
+    )
+    assert lines[2].startswith("tune: trial 3/6 (2 complete, 1 pruned)")
+    assert lines[-1].startswith("tune: trial 6/6 (4 complete, 2 pruned)") and "ETA" not in lines[-1]
+    assert f"best {study.best_value:.5f}" in lines[-1]
+
+
+def test_trial_lines_are_throttled_but_the_first_and_last_always_shown():
+    _, lines = _study_with_progress(8, every=1e9)
+    assert [ln.split(" (")[0] for ln in lines] == ["tune: trial 1/8", "tune: trial 8/8"]
+
+
+def test_no_best_before_a_trial_completes():
+    _, lines = _study_with_progress(3, every=0, prune_every=1)  # every trial pruned
+    assert all("best" not in ln for ln in lines) and lines[-1].startswith("tune: trial 3/3 (0 complete, 3 pruned)")
