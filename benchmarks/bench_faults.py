@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import pkgutil
 import shutil
 import signal
@@ -35,7 +36,8 @@ import yaml
 from _common import env, machine, machine_line, make_project, run, write_json
 
 SCENARIO_KEYWORDS = (  # what reaches a point, from its declaration's ``reached_by`` text (first match wins)
-    ("tune-worker", "tune_worker"),
+    ("after a killed move", "recover"),  # recovery's own points: a move must have been interrupted first
+    ("driftloop tune-worker", "tune_worker"),  # only the worker's own points ("driftloop tune / tune-worker": run)
     ("promote", "promote"),
     ("rollback", "rollback"),
     ("monitor", "retrain"),
@@ -104,7 +106,14 @@ def build(proj: Path, rows: int, trials: int) -> None:
 
 
 def champion_state(proj: Path) -> dict:
-    """@champion, the last committed audit record, RUNNING MLflow runs, Optuna trial states (in this process)."""
+    """The state the invariants are checked on, read by a fresh interpreter (``--probe``): this process's
+    MLflow engine would keep reading the SQLite file of an earlier attempt after the project is restored."""
+    res = run([sys.executable, __file__, "--probe", str(proj)], proj)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _probe(proj: Path) -> dict:
+    """@champion, the last committed audit record, RUNNING MLflow runs, Optuna trial states, linked batches."""
     import os
 
     from driftloop import register, tracking
@@ -124,17 +133,21 @@ def champion_state(proj: Path) -> dict:
                 r.info.run_id
                 for r in client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
             ]
+        linked = set()
+        for mv in client.search_model_versions(f"name = '{p.base.model_name}'"):
+            linked |= {v for k, v in mv.tags.items() if "batch" in k}
         return {
             "champion": None if current is None else str(current.version),
             "last_record": committed[0].get("to_version") if committed else None,
             "running_runs": running,
             "trials": trial_states(proj),
+            "linked": sorted(linked),
         }
     finally:
         os.chdir(cwd)
 
 
-def trial_states(proj: Path) -> dict[str, dict[int, tuple[str, float | None]]]:
+def trial_states(proj: Path) -> dict[str, dict[str, list]]:
     journal = proj / "optuna" / "study.journal"
     if not journal.exists():
         return {}
@@ -144,10 +157,10 @@ def trial_states(proj: Path) -> dict[str, dict[int, tuple[str, float | None]]]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(journal.resolve())))
-    out: dict[str, dict[int, tuple[str, float | None]]] = {}
+    out: dict[str, dict[str, list]] = {}
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        out[summary.study_name] = {t.number: (t.state.name, t.value) for t in study.get_trials(deepcopy=False)}
+        out[summary.study_name] = {str(t.number): [t.state.name, t.value] for t in study.get_trials(deepcopy=False)}
     return out
 
 
@@ -158,7 +171,12 @@ def command_for(scenario: str, proj: Path, attempt: int) -> list[str]:
         return ["driftloop", "rollback", "--reason", "bench"]
     if scenario == "retrain":
         return ["driftloop", "monitor", RETRAIN_BATCH, "--retrain"]
-    if scenario == "tune_worker":
+    if scenario == "recover":
+        return ["driftloop", "history"]  # after a promote killed with the alias moved (see attempt)
+    if scenario == "tune_worker":  # the trained study is full: two more trials of budget for the worker
+        p = _params(proj)
+        p["tune"]["n_trials"] += 2
+        (proj / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
         return ["driftloop", "tune-worker", "--split-dir", "data/split"]
     _set_seed(proj, 100 + attempt)  # new data: every stage reruns
     return ["driftloop", "run"]
@@ -180,7 +198,7 @@ def check(proj: Path, before_kill: dict, scenario: str, recovery_outputs: list) 
         if running:
             bad.append(f"study {study}: trials {running} left RUNNING")
         for n, (s, v) in before_kill["trials"].get(study, {}).items():
-            if s in ("COMPLETE", "PRUNED") and trials.get(n) != (s, v):
+            if s in ("COMPLETE", "PRUNED") and trials.get(n) != [s, v]:
                 bad.append(f"study {study}: finished trial {n} lost or changed ({s}, {v} -> {trials.get(n)})")
     from driftloop.runner import status_clean
 
@@ -192,30 +210,11 @@ def check(proj: Path, before_kill: dict, scenario: str, recovery_outputs: list) 
         bad.append(f"intent left pending: {pending}")
     labeled = sorted(p.name.removesuffix(".dvc") for p in (proj / "data" / "labeled").glob("*.dvc"))
     if labeled:
-        linked = _linked_batches(proj)
+        linked = state["linked"]
         for name in labeled:
             if not any(b and b in name for b in linked):
                 bad.append(f"labeled batch {name} is in the training data with no trigger link")
     return bad
-
-
-def _linked_batches(proj: Path) -> set[str]:
-    import os
-
-    from driftloop import tracking
-    from driftloop.config import load_params
-
-    cwd = os.getcwd()
-    os.chdir(proj)
-    try:
-        p = load_params(proj / "params.yaml")
-        client = tracking.connect(p)
-        out = set()
-        for mv in client.search_model_versions(f"name = '{p.base.model_name}'"):
-            out |= {v for k, v in mv.tags.items() if "batch" in k}
-        return out
-    finally:
-        os.chdir(cwd)
 
 
 def attempt(proj: Path, snapshot: Path, point: str, scenario: str, n: int) -> dict:
@@ -223,6 +222,11 @@ def attempt(proj: Path, snapshot: Path, point: str, scenario: str, n: int) -> di
     shutil.copytree(snapshot, proj, symlinks=True)
     cmd = command_for(scenario, proj, n)
     t0 = time.perf_counter()
+    if scenario == "recover":  # an interrupted move for the recovery to finish
+        pre = run(["driftloop", "promote", "1"], proj, environ=env({"DRIFTLOOP_FAULT": "registry.promote.after_alias"}),
+                  check=False)  # fmt: skip
+        if pre.returncode != -signal.SIGKILL:
+            raise RuntimeError(f"the set-up promote was not killed ({pre.returncode}): {pre.stderr[-1000:]}")
     res = run(cmd, proj, environ=env({"DRIFTLOOP_FAULT": point}), check=False)
     killed = res.returncode == -signal.SIGKILL
     out = {"point": point, "scenario": scenario, "killed": killed, "rc": res.returncode}
@@ -232,7 +236,7 @@ def attempt(proj: Path, snapshot: Path, point: str, scenario: str, n: int) -> di
         return out
     before = champion_state(proj)
     recovery = []
-    for rcmd in ([cmd] if scenario == "tune_worker" else []) + [["driftloop", "run"]]:
+    for rcmd in ([cmd] if scenario in ("tune_worker", "recover") else []) + [["driftloop", "run"]]:
         recovery.append((rcmd, run(rcmd, proj, check=False)))
     out["violations"] = check(proj, before, scenario, recovery)
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -240,6 +244,9 @@ def attempt(proj: Path, snapshot: Path, point: str, scenario: str, n: int) -> di
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--probe"]:  # champion_state's fresh interpreter
+        print(json.dumps(_probe(Path(sys.argv[2]))))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--points", nargs="*", default=[], help="name prefixes (default: every point)")
