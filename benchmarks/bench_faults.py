@@ -6,8 +6,10 @@ Optuna study), runs the command that reaches the point with ``DRIFTLOOP_FAULT=<p
 itself there), then the normal next command(s) without the fault, and checks:
 
 - the faulty command really died by SIGKILL at the point (else: "not reached", a gap of the harness);
-- the next command succeeds (``driftloop run``, plus the interrupted command's own rerun): no hand repair;
-- ``@champion`` equals the ``to_version`` of the last committed audit record (``driftloop history``);
+- the next commands succeed: a killed worker's rerun, ``driftloop history`` after a registry command (the next
+  registry command recovers an interrupted move), then ``driftloop run``: no hand repair;
+- ``@champion`` equals the ``to_version`` of the last committed ``champion`` audit record (read as it is,
+  without recovering);
 - ``dvc status`` is clean after the rerun, and no retraining intent is left pending;
 - every labeled batch in the training data is linked to the model version it triggered (or absent);
 - no finished Optuna trial was lost, no trial is left RUNNING, no MLflow run is left RUNNING.
@@ -43,6 +45,7 @@ SCENARIO_KEYWORDS = (  # what reaches a point, from its declaration's ``reached_
     ("monitor", "retrain"),
     ("retrain", "retrain"),
 )
+HISTORY = ["driftloop", "history"]
 RETRAIN_BATCH = "sim://2025-03?rows=3000&covariate_shift=2&concept_drift=1"
 
 
@@ -125,8 +128,8 @@ def _probe(proj: Path) -> dict:
         p = load_params(proj / "params.yaml")
         client = tracking.connect(p)
         current = register.current_version(client, p.base.model_name, register.CHAMPION)
-        records = register.history(client, p, max_results=5)
-        committed = [r for r in records if r.get("state", "committed") == "committed"]
+        # the committed moves of @champion as they are: read without recovering (history() would recover)
+        committed = register._chain(client, p, register.CHAMPION)
         running = []
         for exp in client.search_experiments():
             running += [
@@ -236,7 +239,10 @@ def attempt(proj: Path, snapshot: Path, point: str, scenario: str, n: int) -> di
         return out
     before = champion_state(proj)
     recovery = []
-    for rcmd in ([cmd] if scenario in ("tune_worker", "recover") else []) + [["driftloop", "run"]]:
+    # the ordinary next commands: an interrupted worker is restarted; after a registry command, the next one
+    # (`driftloop history`, which recovers an interrupted move); then `driftloop run`
+    nxt = {"tune_worker": [cmd], "promote": [HISTORY], "rollback": [HISTORY], "recover": [HISTORY]}
+    for rcmd in nxt.get(scenario, []) + [["driftloop", "run"]]:
         recovery.append((rcmd, run(rcmd, proj, check=False)))
     out["violations"] = check(proj, before, scenario, recovery)
     out["seconds"] = round(time.perf_counter() - t0, 1)
