@@ -27,8 +27,8 @@ integration: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/integration
 
 lint: install
-	$(BIN)/ruff check src flows tests benchmarks
-	$(BIN)/ruff format --check src flows tests benchmarks
+	$(BIN)/ruff check src flows tests benchmarks deploy
+	$(BIN)/ruff format --check src flows tests benchmarks deploy
 
 demo: install      ## a simulated production year: monitor, alert, retrain
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/driftloop demo

@@ -235,10 +235,9 @@ class Stack:
             proc = self.procs[name]
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited ({proc.returncode}):\n{self.tail(name)}")
-            with contextlib.suppress(urllib.error.URLError, OSError):
-                with urllib.request.urlopen(url, timeout=3) as resp:
-                    if resp.status == 200:
-                        return
+            with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=3) as resp:
+                if resp.status == 200:
+                    return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not answer {url} in time:\n{self.tail(name)}")
             time.sleep(0.5)
@@ -289,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--mlflow-port", type=int, default=5000, help="0 = a free port")
     ap.add_argument("--prefect-port", type=int, default=4200, help="0 = a free port")
-    ap.add_argument("--artifacts-destination", default=None, help="local folder or s3://... (default <dir>/mlartifacts)")
+    ap.add_argument(
+        "--artifacts-destination", default=None, help="local folder or s3://... (default <dir>/mlartifacts)"
+    )
     ap.add_argument("--mlflow-workers", type=int, default=1, help="uvicorn workers of mlflow server (default 1)")
     ap.add_argument("--no-worker", action="store_true", help="do not start a Prefect worker")
     ap.add_argument("--drop-on-exit", action="store_true", help="drop the databases this run created on exit")
@@ -316,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         print(f"driftloop stack up (logs in {stack.dir}); in the shells that run driftloop:\n", flush=True)
         print((stack.dir / "env.sh").read_text(), flush=True)
-        print(f"or: source {stack.dir / 'env.sh'}\nMLflow UI {stack.tracking_uri}, Prefect UI {stack.prefect_api_url[:-4]}")
+        print(f"or: source {stack.dir / 'env.sh'}")
+        print(f"MLflow UI {stack.tracking_uri}, Prefect UI {stack.prefect_api_url[:-4]}")
         print("Ctrl-C stops the servers.", flush=True)
         while all(p.poll() is None for p in stack.procs.values()):
             time.sleep(1)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -93,9 +93,15 @@ def pg_database(name: str) -> str:
     try:
         engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3}, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
-                with contextlib.suppress(sa.exc.DBAPIError):  # created meanwhile by another process
+            for attempt in range(20):  # two xdist workers may create it at once (or hold template1 a moment)
+                if conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                    break
+                try:
                     conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                except sa.exc.DBAPIError:
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.5)
         engine.dispose()
     except Exception as exc:  # pragma: no cover - depends on the machine
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
