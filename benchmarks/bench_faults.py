@@ -133,7 +133,7 @@ def _probe(proj: Path) -> dict:
         running = []
         for exp in client.search_experiments():
             running += [
-                r.info.run_id
+                f"{r.info.run_name} ({exp.name}, {r.info.run_id[:8]})"
                 for r in client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
             ]
         linked = set()
@@ -195,7 +195,7 @@ def check(proj: Path, before_kill: dict, scenario: str, recovery_outputs: list) 
     if state["champion"] != state["last_record"]:
         bad.append(f"@champion is {state['champion']} but the last committed audit record says {state['last_record']}")
     if state["running_runs"]:
-        bad.append(f"{len(state['running_runs'])} MLflow run(s) left RUNNING")
+        bad.append(f"{len(state['running_runs'])} MLflow run(s) left RUNNING: {', '.join(state['running_runs'])}")
     for study, trials in state["trials"].items():
         running = [n for n, (s, _) in trials.items() if s == "RUNNING"]
         if running:
