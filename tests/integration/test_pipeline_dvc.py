@@ -94,6 +94,9 @@ def test_repro_end_to_end_then_noop_then_partial(project):
     if "register" in ran:  # the new version is @champion or @challenger, never unaliased
         assert client.get_model_version("driftloop", "2").aliases
     assert client.get_model_version_by_alias("driftloop", "champion")
+    # whether or not evaluate reran, no run is left RUNNING (the train run used to wait for evaluate to end it)
+    exp = client.get_experiment_by_name("driftloop")
+    assert not client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
 
 
 def test_same_seed_same_data_hashes(tmp_path):
