@@ -332,6 +332,23 @@ def environ(**values: str | None) -> Iterator[None]:
 _SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "access_key")
 
 
+def redact_url_parts(url: str) -> str:
+    """A URL safe to print or record: no password (user kept) and no query string. Pandas-free on purpose: the
+    source stage (a cheap ``stat`` on every run) and ``driftloop.io.redact_url`` share it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        if parts.username:
+            host = f"{parts.username}:***@{host}" if parts.password else f"{parts.username}@{host}"
+        return urlunsplit((parts.scheme, host, parts.path, "<redacted>" if parts.query else "", ""))
+    except ValueError:
+        return "<unparseable URL>"
+
+
 def mask_url(value: str) -> str:
     """``scheme://user:secret@host/db?password=x`` → ``scheme://user:***@host/db?password=***``; other text unchanged.
 

@@ -86,19 +86,9 @@ def redact_url(path: str | os.PathLike) -> str:
     text = str(path)
     if not is_url(text):
         return text
-    from urllib.parse import urlsplit, urlunsplit
+    from driftloop.config import redact_url_parts
 
-    try:
-        parts = urlsplit(text)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        if parts.username:
-            host = f"{parts.username}:***@{host}" if parts.password else f"{parts.username}@{host}"
-        query = "<redacted>" if parts.query else ""
-        return urlunsplit((parts.scheme, host, parts.path, query, ""))
-    except ValueError:
-        return "<unparseable URL>"
+    return redact_url_parts(text)
 
 
 def dedupe_columns(names: list[Any]) -> tuple[list[str], list[str]]:

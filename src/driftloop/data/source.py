@@ -43,7 +43,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from driftloop.config import Params
+from driftloop.config import Params, redact_url_parts
 from driftloop.errors import DataError
 from driftloop.faults import fault_point, register_point
 
@@ -58,22 +58,6 @@ _CHUNK = 1 << 20
 
 def _is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
-
-
-def _redact_url(path: str) -> str:
-    # driftloop.io.redact_url, without importing pandas for it
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(path)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        if parts.username:
-            host = f"{parts.username}:***@{host}" if parts.password else f"{parts.username}@{host}"
-        return urlunsplit((parts.scheme, host, parts.path, "<redacted>" if parts.query else "", ""))
-    except ValueError:
-        return "<unparseable URL>"
 
 
 def _mask_sql_url(url: str | None) -> str | None:
@@ -151,7 +135,7 @@ def fingerprint(
     path = str(ing.path)
     record: dict[str, Any] = {"source": ing.source, "read_options": _safe_options(ing.read_options)}
     if _is_url(path):
-        record.update(path=_redact_url(path), policy=ALWAYS_REREAD, read_at=dt.datetime.now(dt.UTC).isoformat())
+        record.update(path=redact_url_parts(path), policy=ALWAYS_REREAD, read_at=dt.datetime.now(dt.UTC).isoformat())
         return record
     local = Path(path.removeprefix("file://"))
     record["path"] = path
