@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import glob
 import hashlib
-import html
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from driftloop import batch_report
 from driftloop.config import DriftParams, Params
 from driftloop.errors import DataError, DriftloopError
 from driftloop.faults import fault_point, register_point
@@ -338,8 +338,8 @@ def monitor_batch(
         result["status"] = "error"
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["decision"] = {"status": "error", "reasons": [result["error"]]}
-    if result["report_html"] is None:
-        result["report_html"] = str(_fallback_html(out_dir / "report.html", result))
+    # one page per batch: the decision and its numbers on top of Evidently's per-column report (or alone)
+    result["report_html"] = str(batch_report.write_report(out_dir / "report.html", result))
     summary_path = out_dir / "summary.json"
     result["summary_json"] = str(summary_path)
     run_id = _log_monitoring(client, params, result, result["batch_index"])
@@ -363,11 +363,15 @@ def record_retrain_outcome(result: dict, outcome: dict, client=None) -> None:
     summary = result.get("summary_json")
     if summary:
         write_json(result, summary)
+    if result.get("report_html") and Path(result["report_html"]).exists():
+        batch_report.write_report(result["report_html"], result)  # the outcome joins the page's summary
     run_id = result.get("mlflow_run_id")
     if client is not None and run_id:
         client.set_tag(run_id, "driftloop.retrain.outcome", str(outcome.get("status")))
         if summary:
             client.log_artifact(run_id, summary, "monitoring")
+        if result.get("report_html") and Path(result["report_html"]).exists():
+            client.log_artifact(run_id, result["report_html"], "monitoring")
 
 
 def retrain_outcome(register_result: dict | None, labeled: str | Path | None = None) -> dict[str, Any]:
@@ -388,18 +392,6 @@ def retrain_outcome(register_result: dict | None, labeled: str | Path | None = N
     if labeled is not None:
         out["labeled_batch"] = str(labeled)
     return out
-
-
-def _fallback_html(path: Path, result: dict) -> Path:
-    reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in result.get("decision", {}).get("reasons", []))
-    title = f"driftloop batch {html.escape(result['batch_id'])}"
-    path.write_text(
-        f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>"
-        f"<h1>Batch {html.escape(result['batch_id'])}: {html.escape(result['status'])}</h1><ul>{reasons}</ul>"
-        f"<pre>{html.escape(json.dumps(result.get('schema', {}), indent=2, default=str))}</pre></body></html>",
-        encoding="utf-8",
-    )
-    return path
 
 
 def metric_key(text: str) -> str:

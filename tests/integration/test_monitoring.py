@@ -3,6 +3,7 @@ status every time, never an exception, never an alias move."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import run_data_stages, run_model_stages, small_params, write_params
 
-from driftloop import loop, pipeline, tracking
+from driftloop import batch_report, loop, pipeline, tracking
 from driftloop.config import load_params
 from driftloop.data.simulate import simulate
 
@@ -71,6 +72,12 @@ def test_no_drift_batch_is_ok_with_labels_and_performance(trained):
     assert r["status"] == "ok", r["decision"]
     assert r["drift"]["n_drifted"] <= 1  # sparse columns (mostly missing) can cross 0.1 on 2,000 rows
     assert r["performance"]["metrics"]["roc_auc"] > 0.7
+    page = Path(r["report_html"]).read_text()
+    summary = page.split(batch_report.BEGIN, 1)[1].split(batch_report.END, 1)[0]
+    assert "OK" in summary and "Data drift: share" in summary and "Prediction drift" in summary
+    assert f"roc_auc {r['performance']['value']:.4f}" in summary and "Target drift" in summary
+    assert page.count(batch_report.BEGIN) == 1
+    assert len(page) - len(summary) > 10 * len(summary)  # Evidently's per-column report follows the summary
 
 
 def test_covariate_shift_is_flagged(trained):
@@ -111,6 +118,10 @@ def test_schema_problems_are_reported_not_raised(trained, name, change, status):
     assert r["decision"]["reasons"]
     if name == "renamed":
         assert r["schema"]["renamed"]
+    page = Path(r["report_html"]).read_text()
+    summary = page.split(batch_report.BEGIN, 1)[1].split(batch_report.END, 1)[0]
+    assert "SCHEMA_VIOLATION" in summary and "Data drift" not in summary  # no drift verdict for a broken batch
+    assert all(html.escape(reason) in summary for reason in r["decision"]["reasons"])
 
 
 def test_all_missing_column_and_new_category_are_reported(trained):
