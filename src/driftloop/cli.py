@@ -565,6 +565,9 @@ def _print_retrain(reg: dict) -> None:
         return
     promoted = "[green]promoted to @champion[/]" if outcome.get("promoted") else f"@{outcome.get('alias')}"
     out.print(f"retrain: version {outcome.get('version')} {promoted}: {escape(str(outcome.get('reason')))}")
+    out.print(f"  working tree: {escape(str(outcome.get('working_tree')))}")
+    if not outcome.get("promoted"):
+        out.print(f"  to make it champion anyway: driftloop promote {outcome.get('version')} --reason '...'")
     labeled = outcome.get("labeled_batch")
     out.print(
         "  to record this data version: "

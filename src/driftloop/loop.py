@@ -381,13 +381,19 @@ def retrain_outcome(register_result: dict | None, labeled: str | Path | None = N
     if not reg.get("registered"):
         out = {"status": "not_registered", "reason": reg.get("reason") or "the pipeline registered no new version"}
     else:
+        version, promoted = str(reg.get("version")), reg.get("alias") == "champion"
+        champion = decision.get("champion_version")
         out = {
             "status": "registered",
             "model": reg.get("model"),
-            "version": str(reg.get("version")),
+            "version": version,
             "alias": reg.get("alias"),
-            "promoted": reg.get("alias") == "champion",
+            "promoted": promoted,
             "reason": decision.get("reason"),
+            "champion_version": version if promoted else (None if champion is None else str(champion)),
+            # the pipeline's outputs in the working tree are those of the retrained model, promoted or not
+            "working_tree": f"models/ and reports/metrics.json hold version {version}"
+            + (" (@champion)" if promoted else f" (@{reg.get('alias')}); @champion is still version {champion}"),
         }
     if labeled is not None:
         out["labeled_batch"] = str(labeled)

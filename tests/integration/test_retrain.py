@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, dvc_clean, run
 
-from driftloop import loop, pipeline
+from driftloop import loop, pipeline, tracking
 from driftloop.config import load_params
 from driftloop.data.simulate import simulate
 from driftloop.errors import DataError
@@ -39,6 +39,10 @@ def _state(proj: Path) -> dict:
         "versions": sorted(int(v.version) for v in client.search_model_versions("name = 'driftloop'")),
         "aliases": dict(client.get_registered_model("driftloop").aliases),
     }
+
+
+def client_champion(params) -> str:
+    return str(tracking.connect(params).get_model_version_by_alias(params.base.model_name, "champion").version)
 
 
 def _batch(seed: int = 5):
@@ -76,6 +80,10 @@ def test_a_failed_retraining_is_rolled_back(project, monkeypatch, capfd):
     bid = loop.make_batch_id("2025-03", _batch(6))
     assert result["batch_id"] == bid and bid.startswith("2025-03-")
     assert result["retrain"]["status"] == "registered" and result["retrain"]["version"] == "2"
+    outcome, champion = result["retrain"], client_champion(params)
+    assert outcome["champion_version"] == champion  # the working tree says which version it holds
+    assert outcome["working_tree"].startswith("models/ and reports/metrics.json hold version 2")
+    assert ("(@champion)" in outcome["working_tree"]) == (champion == "2") == outcome["promoted"]
     after = _state(project)
     assert after["labeled"] == sorted([*before["labeled"], f"{bid}.parquet", f"{bid}.parquet.dvc", ".gitignore"])
     assert after["versions"] == [1, 2]
