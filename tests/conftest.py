@@ -10,6 +10,10 @@ import time
 import uuid
 from pathlib import Path
 
+# `import dvc` binds DVC's log handlers to sys.stdout/stderr of that moment: imported here, under pytest's
+# session-wide capture, never first inside a test's capfd (closed after that test: a later test's DVC log line
+# then raised "I/O operation on closed file", depending on which module a worker ran first)
+import dvc  # noqa: F401
 import pytest
 import yaml
 
