@@ -23,7 +23,12 @@ from driftloop.errors import DriftloopError, RegistryError
 _log = logging.getLogger("driftloop.serve")
 
 LINEAGE_PREFIXES = ("driftloop.", "mlflow.source.git.commit")
-_HIDDEN_TAGS = ("driftloop.manifest",)  # long and of no use to a client (the digest is shown)
+_HIDDEN_TAGS = ("driftloop.manifest",)
+_NOT_FOUND = (
+    "RESOURCE_DOES_NOT_EXIST",
+    "INVALID_PARAMETER_VALUE",
+    "NOT_FOUND",
+)  # long and of no use to a client (the digest is shown)
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,20 @@ def load_served(client, name: str, alias: str, version: str | None = None) -> Se
 
     from driftloop import artifacts
 
+    ref = version or alias
     try:
-        mv = artifacts.resolve_version(client, name, version or alias)
+        mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            kind = "version" if ref.isdigit() else "alias"
+            raise RegistryError(f"model '{name}' has no {kind} '{ref}' ({exc.error_code})") from None
+        raise RegistryError(f"model '{name}' @{alias}: the registry failed ({exc.error_code})") from None
+    except Exception as exc:  # noqa: BLE001 - connection errors of every kind
+        raise RegistryError(f"model '{name}' @{alias}: the registry failed ({type(exc).__name__})") from None
+    try:
         model = artifacts.load_model(name, mv.version, client)  # SHA-256 of every file checked before reading
     except MlflowException as exc:
-        raise RegistryError(f"model '{name}' @{alias}: the registry failed ({exc.error_code})") from None
+        raise RegistryError(f"model '{name}' v{mv.version}: the registry failed ({exc.error_code})") from None
     tags = {
         k: v for k, v in (mv.tags or {}).items() if k.startswith(LINEAGE_PREFIXES) and not k.startswith(_HIDDEN_TAGS)
     }

@@ -198,10 +198,13 @@ def add_labels(directory: str | Path, labels: pd.DataFrame, key: str, target: st
             raise DataError(f"{where}: no column {col!r} (columns: {', '.join(map(str, labels.columns[:20]))})")
     if labels.empty:
         raise DataError(f"{where}: no rows")
+    from driftloop.monitor import _norm_value  # 1331, 1331.0 and "1331" are one key
+
     keys = labels[key]
     if keys.isna().any():
         raise DataError(f"{where}: column {key!r} has missing keys (row {int(keys.isna().to_numpy().argmax())})")
-    dup = keys.astype(str).duplicated()
+    keys = keys.map(_norm_value)
+    dup = keys.duplicated()
     if dup.any():
         raise DataError(f"{where}: key column {key!r} repeats a key (row {int(dup.to_numpy().argmax())})")
     if labels[target].isna().any():
@@ -210,7 +213,7 @@ def add_labels(directory: str | Path, labels: pd.DataFrame, key: str, target: st
     frame = pd.DataFrame(
         {
             "key_column": key,
-            "key": keys.astype(str).to_numpy(),
+            "key": keys.to_numpy(dtype=object),
             "label": labels[target].astype(str).to_numpy(),
             "labeled_at": pd.Timestamp(now),
         }
@@ -220,12 +223,14 @@ def add_labels(directory: str | Path, labels: pd.DataFrame, key: str, target: st
     logged = read_log(directory)
     matched = 0
     if not logged.empty and key in logged.columns:
-        matched = int(logged[key].astype(str).isin(set(frame["key"])).sum())
+        matched = int(logged[key].map(_norm_value).isin(set(frame["key"])).sum())
     return {"labels": len(frame), "matched_rows": matched, "file": str(path)}
 
 
 def join_labels(directory: str | Path, frame: pd.DataFrame, target: str, classes: list | None = None) -> pd.DataFrame:
     """``frame`` with a ``target`` column from the labels recorded so far (the latest label of a key wins)."""
+    from driftloop.monitor import _norm_value
+
     files = sorted((Path(directory) / LABELS_DIR).glob("part-*.parquet"))
     if frame.empty or not files:
         return frame
@@ -236,7 +241,7 @@ def join_labels(directory: str | Path, frame: pd.DataFrame, target: str, classes
     for key_column, group in labels.groupby("key_column"):
         if key_column not in out.columns:
             continue
-        mapped = out[key_column].astype(str).map(dict(zip(group["key"], group["label"], strict=True)))
+        mapped = out[key_column].map(_norm_value).map(dict(zip(group["key"], group["label"], strict=True)))
         values = values.where(values.notna(), mapped)
     if values.notna().any():
         by_text = {str(c): c for c in classes or []}  # labels are stored as text: back to the model's class values
