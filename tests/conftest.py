@@ -160,3 +160,41 @@ def run_model_stages(p, tuned: str = "models/best_params.json") -> tuple[dict, d
         p, "data/split", "models/model.pkl", "models/run.json", "reports/metrics.json", "reports/register.json"
     )
     return evaluation, registration
+
+
+# In-process model fitting and registration (for tests that need registered versions without the pipeline).
+def fit_model(p, df, task: str):
+    """A small LightGBM model fitted on ``df`` as the train stage does; returns (model, split parts)."""
+    from driftloop.data.split import split
+    from driftloop.train import train
+    from driftloop.tune import LGBM_DEFAULTS, lgb_params
+
+    parts = split(df, p, task)
+    n_classes = parts["train"][p.base.target].nunique() if task == "multiclass" else 2
+    hp = lgb_params(task, n_classes, p.tune, p.base.seed, dict(LGBM_DEFAULTS))
+    return train(parts["train"], parts["valid"], p, task, hp).model, parts
+
+
+def register_model(client, p, model, sample, name: str, *, reference=None):
+    """What the register stage does (in process, no gate): log into a run, create the version with the
+    integrity tags, move @champion to it."""
+    import contextlib
+
+    from driftloop import tracking
+
+    run_id = tracking.start_run(client, p, run_name="lightgbm").info.run_id
+    info = tracking.log_model(client, run_id, model, sample)
+    if reference is not None:
+        ref = Path(p.base.artifact_location).parent / "reference.parquet"
+        reference.to_parquet(ref, index=False)
+        client.log_artifact(run_id, str(ref), "reference")
+    client.set_terminated(run_id)
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):
+        client.create_registered_model(name)
+    mv = client.create_model_version(
+        name, info.model_uri, run_id=run_id, tags=tracking.integrity_tags(info), model_id=info.model_id
+    )
+    client.set_registered_model_alias(name, "champion", mv.version)
+    return info, mv

@@ -608,9 +608,54 @@ def score(
     from driftloop import loop
 
     p = _load(params)
-    _, df = loop.read_batch(batch, p)
-    result = loop.score_batch(p, df, out_path)
+    label, df = loop.read_batch(batch, p)
+    result = loop.score_batch(p, df, out_path, where=f"batch {label!r}")
     out.print(f"score: {result['rows']} rows scored by {result['model']} v{result['version']} -> {result['out']}")
+
+
+@app.command()
+@handle_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="interface to bind (default: serve.host, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: serve.port)")] = None,
+    alias: Annotated[str | None, typer.Option(help="registry alias to serve and follow (default: serve.alias)")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="errors also show expected kinds and values")] = False,
+    no_log: Annotated[bool, typer.Option("--no-log", help="do not write the prediction log")] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Serve the model behind an alias over REST (/predict, /invocations, /docs); hot-swaps when the alias moves."""
+    from driftloop.serve import run as run_server
+
+    p = _load(params)
+    run_server(
+        p,
+        host=host,
+        port=port,
+        alias=alias,
+        debug=True if debug else None,
+        log_predictions=False if no_log else None,
+        echo=out.print,
+    )
+
+
+labels_app = typer.Typer(no_args_is_help=True, help="Delayed ground truth for the prediction log.")
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("add")
+@handle_errors
+def labels_add(
+    file: Annotated[str, typer.Argument(help="CSV/Parquet file with the key column and the target column")],
+    key: Annotated[str, typer.Option("--key", help="column that identifies a served row (e.g. an id column)")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+):
+    """Attach labels to served predictions by key (monitoring then measures performance on real traffic)."""
+    from driftloop.io import read_table
+    from driftloop.serve.predlog import add_labels
+
+    p = _load(params)
+    res = add_labels(p.serve.log_dir, read_table(file), key, p.base.target, where=file)
+    out.print(f"labels: {res['labels']} labels added ({res['matched_rows']} logged rows match) -> {res['file']}")
 
 
 @app.command()

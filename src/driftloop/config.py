@@ -213,6 +213,27 @@ class AlertsParams(_Section):
     ]
 
 
+class ServeParams(_Section):
+    """``driftloop serve``: the REST server of a registered alias (see docs/serving.md)."""
+
+    host: str = "127.0.0.1"  # loopback unless told otherwise (--host 0.0.0.0 in a container)
+    port: int = Field(8000, ge=1, le=65535)
+    alias: str = "champion"
+    max_body_bytes: int = Field(10_000_000, ge=1_000)  # a larger request body gets HTTP 413
+    max_rows: int = Field(10_000, ge=1)  # more rows in one request get HTTP 413
+    poll_interval_s: float = Field(5.0, gt=0)  # how often the alias is read for a hot swap
+    registry_timeout_s: float = Field(10.0, gt=0)  # an HTTP registry's request timeout (no retries while serving)
+    token_env: str = "DRIFTLOOP_SERVE_TOKEN"  # when this variable is set, requests need "Authorization: Bearer <it>"
+    debug: bool = False  # errors name the contract's kinds and the offending values (never in production)
+    log_predictions: bool = True
+    log_dir: str = "data/predictions"  # partitioned Parquet log: <log_dir>/date=YYYY-MM-DD/part-*.parquet
+    log_flush_rows: int = Field(5_000, ge=1)  # the writer flushes at this many buffered rows...
+    log_flush_s: float = Field(2.0, gt=0)  # ...or after this many seconds
+    log_max_buffered_rows: int = Field(1_000_000, ge=1)  # beyond this, rows are dropped (counted in /metrics)
+    graceful_shutdown_s: float = Field(10.0, ge=0)  # in-flight requests get this long to finish on SIGTERM
+    num_threads: int = Field(1, ge=0)  # LightGBM threads per request (0 = LightGBM's default: all cores)
+
+
 class DemoParams(_Section):
     months: int = Field(12, ge=2, le=36)
     rows_per_month: int = Field(5_000, ge=500)
@@ -240,6 +261,7 @@ with warnings.catch_warnings():
         register: RegisterParams = RegisterParams()
         monitor: MonitorParams = MonitorParams()
         alerts: AlertsParams = AlertsParams()
+        serve: ServeParams = ServeParams()
         demo: DemoParams = DemoParams()
 
         model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -480,16 +480,28 @@ def _alert(params: Params, result: dict) -> dict:
 
 # --------------------------------------------------------------------------- scoring
 def score_batch(
-    params: Params, batch: pd.DataFrame, out: str | Path, *, client=None, champion: Champion | None = None
+    params: Params,
+    batch: pd.DataFrame,
+    out: str | Path,
+    *,
+    client=None,
+    champion: Champion | None = None,
+    where: str = "the batch to score",
 ) -> dict[str, Any]:
-    """Predictions of @champion for a batch, with the model version that made them (Parquet)."""
+    """Predictions of @champion for a batch, with the model version that made them (Parquet).
+
+    The batch is held to the champion's data contract first (``driftloop.contract.enforce``, the same rules as
+    ``driftloop serve``): a violation raises ``ContractViolation`` naming the column and row, and nothing is written.
+    """
     from driftloop import tracking
+    from driftloop.contract import enforce
     from driftloop.data.ingest import write_parquet_atomic
 
     client = client or tracking.connect(params)
     champion = champion or resolve_champion(client, params)
     if len(batch) == 0:
-        raise DataError("the batch to score has no rows")
+        raise DataError(f"{where} has no rows")
+    enforce(champion.contract, batch, where=where)
     pred = champion.model.predict_frame(batch)
     keep = [c for c in batch.columns if c in champion.contract["ignored"]]  # ids travel with their predictions
     frame = pd.concat([batch[keep].reset_index(drop=True), pred.reset_index(drop=True)], axis=1)

@@ -152,16 +152,20 @@ class DriftloopModel:
     def features(self, raw: pd.DataFrame) -> pd.DataFrame:
         return self.preprocessor.transform(raw)
 
-    def predict_scores(self, raw: pd.DataFrame) -> np.ndarray:
-        """Binary: P(positive); multiclass: (n, k) probabilities; regression: the prediction."""
-        return self.scores_from_features(self.features(raw))
+    def predict_scores(self, raw: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
+        """Binary: P(positive); multiclass: (n, k) probabilities; regression: the prediction.
 
-    def scores_from_features(self, X: pd.DataFrame) -> np.ndarray:
+        ``num_threads`` changes the speed, never the values (the server scores small requests on one thread).
+        """
+        return self.scores_from_features(self.features(raw), num_threads)
+
+    def scores_from_features(self, X: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
         """``predict_scores`` on rows already transformed by ``features`` (callers that need both)."""
-        return self.booster.predict(X, num_iteration=self.best_iteration)
+        extra = {} if num_threads is None else {"num_threads": num_threads}
+        return self.booster.predict(X, num_iteration=self.best_iteration, **extra)
 
-    def predict_frame(self, raw: pd.DataFrame) -> pd.DataFrame:
-        scores = self.predict_scores(raw)
+    def predict_frame(self, raw: pd.DataFrame, num_threads: int | None = None) -> pd.DataFrame:
+        scores = self.predict_scores(raw, num_threads)
         if self.task == "regression":
             return pd.DataFrame({"prediction": scores}, index=raw.index)
         if self.task == "binary":

@@ -4,7 +4,6 @@ artifact folder), real LightGBM models."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pickle
 import shutil
@@ -13,47 +12,19 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from conftest import fit_model as _fit
+from conftest import register_model as _register
 from conftest import run, small_params, write_params
 
 from driftloop import artifacts, loop, tracking
 from driftloop import register as reg
 from driftloop.config import load_params
 from driftloop.data.simulate import simulate
-from driftloop.data.split import split
 from driftloop.errors import IntegrityError
-from driftloop.train import train
-from driftloop.tune import LGBM_DEFAULTS, lgb_params
 
 pytestmark = pytest.mark.slow
 
 TUNE = {"max_rounds": 40, "early_stopping_rounds": 10, "num_threads": 1}
-
-
-def _fit(p, df: pd.DataFrame, task: str):
-    parts = split(df, p, task)
-    n_classes = parts["train"][p.base.target].nunique() if task == "multiclass" else 2
-    hp = lgb_params(task, n_classes, p.tune, p.base.seed, dict(LGBM_DEFAULTS))
-    return train(parts["train"], parts["valid"], p, task, hp).model, parts
-
-
-def _register(client, p, model, sample: pd.DataFrame, name: str, *, reference: pd.DataFrame | None = None):
-    """What the register stage does: log into a run, create the version with the integrity tags, @champion."""
-    run_id = tracking.start_run(client, p, run_name="lightgbm").info.run_id
-    info = tracking.log_model(client, run_id, model, sample)
-    if reference is not None:
-        ref = Path(p.base.artifact_location).parent / "reference.parquet"
-        reference.to_parquet(ref, index=False)
-        client.log_artifact(run_id, str(ref), "reference")
-    client.set_terminated(run_id)
-    from mlflow.exceptions import MlflowException
-
-    with contextlib.suppress(MlflowException):
-        client.create_registered_model(name)
-    mv = client.create_model_version(
-        name, info.model_uri, run_id=run_id, tags=tracking.integrity_tags(info), model_id=info.model_id
-    )
-    client.set_registered_model_alias(name, "champion", mv.version)
-    return info, mv
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,266 @@
+"""The prediction log: every served row with its prediction, model version, request id and time, as partitioned
+Parquet (``<serve.log_dir>/date=YYYY-MM-DD/part-*.parquet``), plus delayed ground truth (``labels/``).
+
+Requests only append a ready frame to an in-memory buffer (a lock and a list append); a writer thread flushes it
+every ``log_flush_s`` seconds or ``log_flush_rows`` rows, one file per day per flush, each written to a temporary
+name and renamed into place (``driftloop.io.write_parquet_atomic``): a reader never sees half a file. Beyond
+``log_max_buffered_rows`` unwritten rows, new rows are dropped and counted rather than slowing requests down.
+
+:func:`read_period` gives monitoring the rows served in a time window with their labels joined by key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from driftloop.errors import DataError
+
+_log = logging.getLogger("driftloop.serve")
+
+SERVED_AT = "served_at"
+META_COLUMNS = ("model_name", "model_version", "request_id", "row", SERVED_AT)
+LABELS_DIR = "labels"
+WATERMARK_FILE = "_monitored.json"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One scored request, as the request handed it over; turned into log rows on the writer thread."""
+
+    rows: pd.DataFrame  # the raw rows (they passed the contract)
+    predictions: pd.DataFrame
+    contract: dict
+    model_name: str
+    model_version: str
+    request_id: str
+    served_at: pd.Timestamp  # UTC
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def frame(self) -> pd.DataFrame:
+        from driftloop.contract import typed_frame
+
+        rows = self.rows.reset_index(drop=True)
+        out = typed_frame(self.contract, rows)
+        for col in self.contract.get("ignored") or []:  # ids travel with their predictions (the labels' key)
+            if col in rows.columns:
+                out[col] = rows[col].map(lambda v: None if pd.isna(v) else str(v)).astype("string")
+        for col in self.predictions.columns:
+            out[col] = self.predictions[col].to_numpy()
+        out["model_name"] = self.model_name
+        out["model_version"] = self.model_version
+        out["request_id"] = self.request_id
+        out["row"] = range(len(out))
+        out[SERVED_AT] = self.served_at.tz_convert("UTC").tz_localize(None)
+        return out
+
+
+class PredictionLog:
+    def __init__(self, directory: str | Path, *, flush_rows: int, flush_s: float, max_buffered_rows: int):
+        self.directory = Path(directory)
+        self.flush_rows, self.flush_s, self.max_buffered = flush_rows, flush_s, max_buffered_rows
+        self._buffer: list[Entry] = []
+        self._buffered = 0
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one writer at a time (the thread, close(), tests)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written_rows = 0
+        self.dropped_rows = 0
+        self.files = 0
+        self.errors = 0
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    def append(self, entry: Entry) -> bool:
+        """Queue a scored request (no conversion here); False when it was dropped (buffer full)."""
+        with self._lock:
+            if self._buffered + len(entry) > self.max_buffered:
+                self.dropped_rows += len(entry)
+                return False
+            self._buffer.append(entry)
+            self._buffered += len(entry)
+            full = self._buffered >= self.flush_rows
+        if full:
+            self._wake.set()
+        return True
+
+    def flush(self) -> int:
+        with self._flush_lock:
+            return self._flush()
+
+    def _flush(self) -> int:
+        with self._lock:
+            entries, self._buffer, self._buffered = self._buffer, [], 0
+        if not entries:
+            return 0
+        from driftloop.io import write_parquet_atomic
+
+        try:
+            frame = pd.concat([e.frame() for e in entries], ignore_index=True)
+        except Exception as exc:  # noqa: BLE001 - never lose the writer thread
+            self.errors += 1
+            self.dropped_rows += sum(len(e) for e in entries)
+            _log.error("prediction log: %d rows could not be converted: %s", sum(len(e) for e in entries), exc)
+            return 0
+        days = frame[SERVED_AT].dt.strftime("%Y-%m-%d")
+        written = 0
+        for day, part in frame.groupby(days, sort=True):
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            path = self.directory / f"date={day}" / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+            try:
+                write_parquet_atomic(part.reset_index(drop=True), path)
+            except Exception as exc:  # noqa: BLE001 - a full disk must not stop serving: counted, logged
+                self.errors += 1
+                self.dropped_rows += len(part)
+                _log.error("prediction log: %d rows not written to %s: %s", len(part), path, exc)
+                continue
+            written += len(part)
+            self.files += 1
+        self.written_rows += written
+        return written
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                self._wake.wait(self.flush_s)
+                self._wake.clear()
+                self.flush()
+
+        self._thread = threading.Thread(target=loop, name="driftloop-prediction-log", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the writer and write what is buffered (graceful shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.flush()
+
+
+# --------------------------------------------------------------------------- reading the log back
+def _files(directory: Path, since: datetime | None, until: datetime | None) -> list[Path]:
+    out = []
+    for part in sorted(directory.glob("date=*")):
+        day = part.name.removeprefix("date=")
+        if since is not None and day < since.strftime("%Y-%m-%d"):
+            continue
+        if until is not None and day > until.strftime("%Y-%m-%d"):
+            continue
+        out += sorted(part.glob("part-*.parquet"))
+    return out
+
+
+def _naive_utc(ts: datetime | None) -> pd.Timestamp | None:
+    if ts is None:
+        return None
+    t = pd.Timestamp(ts)
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
+
+
+def read_log(directory: str | Path, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+    """Rows served in ``(since, until]`` (UTC), oldest first."""
+    directory = Path(directory)
+    files = _files(directory, since, until)
+    if not files:
+        return pd.DataFrame()
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    served = frame[SERVED_AT]
+    served = served.dt.tz_convert("UTC").dt.tz_localize(None) if served.dt.tz is not None else served
+    keep = pd.Series(True, index=frame.index)
+    if since is not None:
+        keep &= served > _naive_utc(since)
+    if until is not None:
+        keep &= served <= _naive_utc(until)
+    return frame[keep].sort_values([SERVED_AT, "request_id", "row"], kind="stable").reset_index(drop=True)
+
+
+def add_labels(directory: str | Path, labels: pd.DataFrame, key: str, target: str, where: str) -> dict:
+    """Record delayed ground truth: ``labels[key] -> labels[target]`` under ``<log>/labels/`` (atomic)."""
+    from driftloop.io import write_parquet_atomic
+
+    for col in (key, target):
+        if col not in labels.columns:
+            raise DataError(f"{where}: no column {col!r} (columns: {', '.join(map(str, labels.columns[:20]))})")
+    if labels.empty:
+        raise DataError(f"{where}: no rows")
+    from driftloop.monitor import _norm_value  # 1331, 1331.0 and "1331" are one key
+
+    keys = labels[key]
+    if keys.isna().any():
+        raise DataError(f"{where}: column {key!r} has missing keys (row {int(keys.isna().to_numpy().argmax())})")
+    keys = keys.map(_norm_value)
+    dup = keys.duplicated()
+    if dup.any():
+        raise DataError(f"{where}: key column {key!r} repeats a key (row {int(dup.to_numpy().argmax())})")
+    if labels[target].isna().any():
+        raise DataError(f"{where}: column {target!r} has missing labels (row {int(labels[target].isna().argmax())})")
+    now = datetime.now(UTC)
+    frame = pd.DataFrame(
+        {
+            "key_column": key,
+            "key": keys.to_numpy(dtype=object),
+            "label": labels[target].astype(str).to_numpy(),
+            "labeled_at": pd.Timestamp(now),
+        }
+    )
+    path = Path(directory) / LABELS_DIR / f"part-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
+    write_parquet_atomic(frame, path)
+    logged = read_log(directory)
+    matched = 0
+    if not logged.empty and key in logged.columns:
+        matched = int(logged[key].map(_norm_value).isin(set(frame["key"])).sum())
+    return {"labels": len(frame), "matched_rows": matched, "file": str(path)}
+
+
+def join_labels(directory: str | Path, frame: pd.DataFrame, target: str, classes: list | None = None) -> pd.DataFrame:
+    """``frame`` with a ``target`` column from the labels recorded so far (the latest label of a key wins)."""
+    from driftloop.monitor import _norm_value
+
+    files = sorted((Path(directory) / LABELS_DIR).glob("part-*.parquet"))
+    if frame.empty or not files:
+        return frame
+    labels = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    labels = labels.sort_values("labeled_at", kind="stable").drop_duplicates(["key_column", "key"], keep="last")
+    out = frame.copy()
+    values = pd.Series(pd.NA, index=out.index, dtype=object)
+    for key_column, group in labels.groupby("key_column"):
+        if key_column not in out.columns:
+            continue
+        mapped = out[key_column].map(_norm_value).map(dict(zip(group["key"], group["label"], strict=True)))
+        values = values.where(values.notna(), mapped)
+    if values.notna().any():
+        by_text = {str(c): c for c in classes or []}  # labels are stored as text: back to the model's class values
+        out[target] = values.map(lambda v: by_text.get(v, v) if isinstance(v, str) else v)
+    return out
+
+
+def read_watermark(directory: str | Path) -> datetime | None:
+    path = Path(directory) / WATERMARK_FILE
+    if not path.exists():
+        return None
+    try:
+        return datetime.fromisoformat(json.loads(path.read_text(encoding="utf-8"))["until"])
+    except (ValueError, KeyError) as exc:
+        raise DataError(f"{path}: unreadable watermark ({exc}); delete it to monitor the whole log") from None
+
+
+def write_watermark(directory: str | Path, until: datetime, batch_id: str) -> None:
+    from driftloop.io import write_bytes_atomic
+
+    data = {"until": until.isoformat(), "batch_id": batch_id, "written_at": datetime.now(UTC).isoformat()}
+    write_bytes_atomic(json.dumps(data).encode(), Path(directory) / WATERMARK_FILE)
