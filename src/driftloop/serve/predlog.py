@@ -264,3 +264,21 @@ def write_watermark(directory: str | Path, until: datetime, batch_id: str) -> No
 
     data = {"until": until.isoformat(), "batch_id": batch_id, "written_at": datetime.now(UTC).isoformat()}
     write_bytes_atomic(json.dumps(data).encode(), Path(directory) / WATERMARK_FILE)
+
+
+def read_period(params, until: datetime | None = None) -> tuple[datetime | None, datetime, pd.DataFrame]:
+    """The rows served after the watermark up to ``until`` (default: now minus twice the flush interval and a
+    second, so every row served before ``until`` has been written), as a monitoring batch: the model's input
+    columns, ids and the labels joined so far (predictions and request metadata dropped)."""
+    from datetime import timedelta
+
+    cfg = params.serve
+    since = read_watermark(cfg.log_dir)
+    until = until or datetime.now(UTC) - timedelta(seconds=2 * cfg.log_flush_s + 1)
+    frame = read_log(cfg.log_dir, since, until)
+    if frame.empty:
+        return since, until, frame
+    meta = [c for c in frame.columns if c in META_COLUMNS or c == "prediction" or str(c).startswith("proba_")]
+    classes = sorted(pd.unique(frame["prediction"].dropna()).tolist(), key=str) if "prediction" in frame else []
+    batch = join_labels(cfg.log_dir, frame.drop(columns=meta), params.base.target, classes)
+    return since, until, batch
