@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,12 +31,6 @@ import numpy as np
 from _common import BIN, ROOT, derived_params, env, machine, machine_line, write_json, write_params
 
 sys.path.insert(0, str(ROOT / "tests"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _setup(work: Path, rows: int):
@@ -77,33 +69,12 @@ def _setup(work: Path, rows: int):
 
 
 def _start(cmd: list[str], cwd: Path, url: str, environ: dict, timeout: float = 180) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    import httpx
+    from conftest import start_server
 
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[0]} exited {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    _stop(proc)
-    raise RuntimeError(f"{' '.join(cmd)} not ready in {timeout} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    proc = start_server(cmd, cwd, environ, url, timeout)
+    if proc is None:
+        raise RuntimeError(f"{' '.join(cmd)} not ready in {timeout} s")
+    return proc
 
 
 def load(url: str, body: bytes, seconds: float, threads: int, record: list | None = None) -> dict:
@@ -150,6 +121,9 @@ def load(url: str, body: bytes, seconds: float, threads: int, record: list | Non
 
 
 def main() -> None:
+    from conftest import free_port
+    from conftest import stop_server as _stop
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=5000, help="simulated training rows per version")
     ap.add_argument("--seconds", type=float, default=10, help="load per leg")
@@ -180,7 +154,7 @@ def main() -> None:
     }
     results: dict[str, dict] = {}
     for name, cmd in servers.items():
-        port = _free_port()
+        port = free_port()
         is_mlflow = cmd[0].endswith("mlflow")
         cmd = [*cmd, "-p" if is_mlflow else "--port", str(port)]
         ready = f"http://127.0.0.1:{port}/{'ping' if is_mlflow else 'ready'}"
@@ -200,7 +174,7 @@ def main() -> None:
             _stop(proc)
 
     # ---------------------------------------------------------------- hot swap under load
-    port = _free_port()
+    port = free_port()
     log_dir = Path(p.serve.log_dir)
     proc = _start(
         [str(BIN / "driftloop"), "serve", "--port", str(port)], work, f"http://127.0.0.1:{port}/ready", environ

@@ -5,14 +5,13 @@ tampered artifact, an unreachable registry, the Parquet prediction log and the l
 from __future__ import annotations
 
 import json
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fit_model, register_model, small_params, write_params
+from conftest import fit_model, free_port, register_model, small_params, write_params
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -243,12 +242,6 @@ def test_bearer_token_from_the_environment(served, monkeypatch):
 
 
 # --------------------------------------------------------------------------- start-up errors
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_startup_refuses_an_unknown_alias_a_tampered_version_and_an_unreachable_registry(served, monkeypatch):
     p = served["p"]
     with pytest.raises(RegistryError, match="no alias 'nope'"):
@@ -259,7 +252,7 @@ def test_startup_refuses_an_unknown_alias_a_tampered_version_and_an_unreachable_
         serve.build(p, "tampered")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    dead = p.model_copy(update={"base": p.base.model_copy(update={"tracking_uri": f"http://127.0.0.1:{_free_port()}"})})
+    dead = p.model_copy(update={"base": p.base.model_copy(update={"tracking_uri": f"http://127.0.0.1:{free_port()}"})})
     with pytest.raises(RegistryError, match="registry failed"):
         serve.build(dead)
 
@@ -294,7 +287,7 @@ def test_hot_swap_follows_promote_and_rollback_and_refuses_a_tampered_version(se
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    holder.client = MlflowClient(tracking_uri=f"http://127.0.0.1:{_free_port()}")
+    holder.client = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")
     try:
         assert holder.poll() == "registry-error"
         assert client.post("/predict", json=body).headers["x-model-version"] == "2"
