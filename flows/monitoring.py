@@ -180,12 +180,18 @@ def monitoring_flow(
         if recovered:
             logger.warning("recovered an interrupted retraining: %s", recovered)
         try:
-            batch_id, df = read_batch(batch, params)
+            if batch == loop.PREDICTIONS_SPEC:  # the served rows since the last monitored period
+                with environ(**{FLOW_RUN_ENV: flow_run_id}):
+                    result, df = loop.monitor_prediction_log(params)
+                batch_id = result["batch_id"]
+            else:
+                batch_id, df = read_batch(batch, params)
         except DriftloopError as exc:  # a bad batch is a monitoring result, not a crash
             result = _unreadable(params, batch, exc)
         else:
-            with environ(**{FLOW_RUN_ENV: flow_run_id}):  # the monitoring MLflow run names this flow run
-                result = monitor(params, batch_id, df)
+            if batch != loop.PREDICTIONS_SPEC:
+                with environ(**{FLOW_RUN_ENV: flow_run_id}):  # the monitoring MLflow run names this flow run
+                    result = monitor(params, batch_id, df)
             if result["status"] == "retrain":
                 if not retrain:
                     result["retrain"] = {"skipped": "retrain=False"}

@@ -198,3 +198,55 @@ def register_model(client, p, model, sample, name: str, *, reference=None):
     )
     client.set_registered_model_alias(name, "champion", mv.version)
     return info, mv
+
+
+# Server processes (tests/integration/test_serve_process.py, benchmarks/bench_serving.py).
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(cmd: list[str], cwd: Path, env: dict[str, str], url: str, timeout: float):
+    """Start ``cmd`` in its own process group; the process once ``url`` answers 200, None after ``timeout``."""
+    import tempfile
+
+    import httpx
+
+    output = tempfile.TemporaryFile("w+")  # noqa: SIM115 - lives as long as the process; not a pipe: a chatty server would block once the pipe is full
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.output = output
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{server_output(proc)}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    stop_server(proc)
+    return None
+
+
+def stop_server(proc, sig: int | None = None, timeout: float = 30) -> int:
+    """SIGTERM (or ``sig``) to the server's process group, SIGKILL after ``timeout``; its exit status."""
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM if sig is None else sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    return proc.returncode
+
+
+def server_output(proc) -> str:
+    """What a process of ``start_server`` printed so far."""
+    proc.output.seek(0)
+    return proc.output.read()

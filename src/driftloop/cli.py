@@ -429,7 +429,10 @@ def history(
 
 BatchArg = Annotated[
     str,
-    typer.Argument(help="a CSV/Parquet file or glob, `sql:SELECT ...`, or `sim://2025-03?rows=5000&covariate_shift=1`"),
+    typer.Argument(
+        help="a CSV/Parquet file or glob, `sql:SELECT ...`, `sim://2025-03?rows=5000&covariate_shift=1`, or "
+        "`predictions:` (monitor only: the rows `driftloop serve` logged since the last monitored period)"
+    ),
 ]
 
 
@@ -459,9 +462,13 @@ def monitor(
 
     p = _load(params)
     _recovered(loop.recover_retraining(".", p, if_running="raise" if retrain else "skip"))
-    label, df = loop.read_batch(batch, p)
-    with err.status(f"monitoring {label} ({len(df)} rows)", spinner="dots"):
-        result = loop.monitor_batch(p, label, df)
+    if batch == loop.PREDICTIONS_SPEC:  # the served rows since the last monitored period
+        with err.status(f"monitoring the prediction log {p.serve.log_dir}", spinner="dots"):
+            result, df = loop.monitor_prediction_log(p)
+    else:
+        label, df = loop.read_batch(batch, p)
+        with err.status(f"monitoring {label} ({len(df)} rows)", spinner="dots"):
+            result = loop.monitor_batch(p, label, df)
     _print_monitoring(result, p)
     if retrain and result["status"] == "retrain":
         from driftloop.pipeline import retrain_on

@@ -478,6 +478,38 @@ def _alert(params: Params, result: dict) -> dict:
     return {"sent": outcome.sent, "errors": outcome.errors, "log": outcome.logged_to}
 
 
+# --------------------------------------------------------------------------- the served prediction log
+PREDICTIONS_SPEC = "predictions:"  # `driftloop monitor predictions:` = the log of `driftloop serve` since last time
+
+
+def monitor_prediction_log(
+    params: Params,
+    *,
+    client=None,
+    champion: Champion | None = None,
+    send_alerts: bool = True,
+    until: dt.datetime | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Monitor the rows served since the last monitored period (``serve.log_dir``), then record the period.
+
+    The watermark (``<log_dir>/_monitored.json``) moves only after the period was monitored (any status but
+    ``error``): a failed run leaves it, so the next run covers the same rows again; a row is never in two
+    monitored periods. No rows served in the period is bad input (nothing monitored, the watermark stays).
+    """
+    from driftloop.serve import predlog
+
+    since, until, batch = predlog.read_period(params, until)
+    period = f"({since.isoformat() if since else 'the start'}, {until.isoformat(timespec='seconds')}]"
+    if batch.empty:
+        raise DataError(f"prediction log {params.serve.log_dir}: no rows served in {period}")
+    label = f"predictions-{until:%Y%m%dT%H%M%S}"
+    result = monitor_batch(params, label, batch, client=client, champion=champion, send_alerts=send_alerts)
+    result["period"] = {"since": since.isoformat() if since else None, "until": until.isoformat()}
+    if result["status"] != "error":
+        predlog.write_watermark(params.serve.log_dir, until, result["batch_id"])
+    return result, batch
+
+
 # --------------------------------------------------------------------------- scoring
 def score_batch(
     params: Params,

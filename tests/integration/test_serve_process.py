@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +16,18 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BIN, fit_model, register_model, run, small_params, write_params
+from conftest import (
+    BIN,
+    fit_model,
+    free_port,
+    register_model,
+    run,
+    server_output,
+    small_params,
+    start_server,
+    stop_server,
+    write_params,
+)
 
 from driftloop import artifacts, tracking
 from driftloop.config import load_params
@@ -28,46 +37,11 @@ from driftloop.serve import predlog
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), **extra}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("DRIFTLOOP_SERVE_TOKEN", None)
     return env
-
-
-def _start(cmd: list[str], cwd: Path, env: dict[str, str], url: str, timeout: float) -> subprocess.Popen | None:
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout.read()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    _stop(proc)
-    return None
-
-
-def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    return proc.returncode
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +73,12 @@ def project(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(project):
     work = project[0]
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _start(["driftloop", "serve", "--port", str(port)], work, _env(), f"{url}/ready", timeout=90)
+    proc = start_server(["driftloop", "serve", "--port", str(port)], work, _env(), f"{url}/ready", timeout=90)
     assert proc is not None, "driftloop serve did not become ready in 90 s"
     yield url, proc
-    _stop(proc)
+    stop_server(proc)
 
 
 def _records(rows: pd.DataFrame) -> list[dict]:
@@ -136,11 +110,11 @@ def test_pyfunc_score_serve_and_mlflow_serve_agree(project, server, tmp_path):
     assert [s["prediction"] for s in served] == expected["prediction"].tolist() == scored["prediction"].tolist()
 
     # MLflow's own server of the same version (its JSON format; it ignores the contract, see docs/serving.md)
-    port = _free_port()
+    port = free_port()
     env = _env(MLFLOW_TRACKING_URI=p.base.tracking_uri)
     cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/driftloop/1"]
     cmd += ["--env-manager", "local", "-p", str(port), "-h", "127.0.0.1", "-w", "1"]
-    proc = _start(cmd, work, env, f"http://127.0.0.1:{port}/ping", timeout=120)
+    proc = start_server(cmd, work, env, f"http://127.0.0.1:{port}/ping", timeout=120)
     if proc is None:
         pytest.skip("mlflow models serve did not answer /ping within 120 s on this machine")
     try:
@@ -148,7 +122,7 @@ def test_pyfunc_score_serve_and_mlflow_serve_agree(project, server, tmp_path):
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(_proba(r.json()["predictions"]), expected["proba_1"], rtol=0, atol=1e-12)
     finally:
-        _stop(proc)
+        stop_server(proc)
 
 
 def test_process_hot_swaps_on_promote_and_rollback_and_shuts_down_gracefully(project, server):
@@ -180,8 +154,8 @@ def test_process_hot_swaps_on_promote_and_rollback_and_shuts_down_gracefully(pro
     assert "driftloop_serve_hot_swaps 2.0" in httpx.get(f"{url}/metrics", timeout=10).text
 
     # SIGTERM: in-flight requests finish, the log is flushed; uvicorn then re-raises the signal (exit -15)
-    assert _stop(proc) in (0, -signal.SIGTERM)
-    assert "Traceback" not in proc.stdout.read()
+    assert stop_server(proc) in (0, -signal.SIGTERM)
+    assert "Traceback" not in server_output(proc)
     logged = predlog.read_log(p.serve.log_dir)
     by_request = logged.groupby("request_id")["model_version"].agg(set)
     assert set(answered) <= set(by_request.index), "every answered request is in the log"

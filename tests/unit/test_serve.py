@@ -5,13 +5,13 @@ tampered artifact, an unreachable registry, the Parquet prediction log and the l
 from __future__ import annotations
 
 import json
-import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fit_model, register_model, small_params, write_params
+from conftest import fit_model, free_port, register_model, small_params, write_params
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -21,7 +21,7 @@ from driftloop.cli import app as cli_app
 from driftloop.config import load_params
 from driftloop.contract import ContractViolation
 from driftloop.data.simulate import simulate
-from driftloop.errors import IntegrityError, RegistryError
+from driftloop.errors import DataError, IntegrityError, RegistryError
 from driftloop.serve import predlog
 
 TUNE = {"max_rounds": 30, "early_stopping_rounds": 10, "num_threads": 1}
@@ -48,7 +48,8 @@ def served(tmp_path_factory):
     models, rows = [], None
     for seed in (7, 8):
         model, parts = fit_model(p, simulate(2000, seed=seed), "binary")
-        info, _ = register_model(client, p, model, parts["test"].drop(columns=["default"]).head(100), name)
+        sample = parts["test"].drop(columns=["default"]).head(100)
+        register_model(client, p, model, sample, name, reference=parts["train"].head(300))
         models.append(model)
         rows = parts["test"].drop(columns=["default"]).head(40).reset_index(drop=True) if rows is None else rows
     info3, _ = register_model(client, p, models[1], rows.head(50), name)
@@ -241,12 +242,6 @@ def test_bearer_token_from_the_environment(served, monkeypatch):
 
 
 # --------------------------------------------------------------------------- start-up errors
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_startup_refuses_an_unknown_alias_a_tampered_version_and_an_unreachable_registry(served, monkeypatch):
     p = served["p"]
     with pytest.raises(RegistryError, match="no alias 'nope'"):
@@ -257,7 +252,7 @@ def test_startup_refuses_an_unknown_alias_a_tampered_version_and_an_unreachable_
         serve.build(p, "tampered")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    dead = p.model_copy(update={"base": p.base.model_copy(update={"tracking_uri": f"http://127.0.0.1:{_free_port()}"})})
+    dead = p.model_copy(update={"base": p.base.model_copy(update={"tracking_uri": f"http://127.0.0.1:{free_port()}"})})
     with pytest.raises(RegistryError, match="registry failed"):
         serve.build(dead)
 
@@ -292,7 +287,7 @@ def test_hot_swap_follows_promote_and_rollback_and_refuses_a_tampered_version(se
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    holder.client = MlflowClient(tracking_uri=f"http://127.0.0.1:{_free_port()}")
+    holder.client = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")
     try:
         assert holder.poll() == "registry-error"
         assert client.post("/predict", json=body).headers["x-model-version"] == "2"
@@ -354,3 +349,28 @@ def test_score_refuses_a_contract_violation_naming_column_and_row(served, tmp_pa
     assert not out.exists()
     res = loop.score_batch(p, served["rows"].head(3), out, client=client, champion=champion)
     assert res["rows"] == 3
+
+
+def test_monitoring_reads_each_served_period_once_with_its_labels(served, app):
+    client, holder, log = app
+    p = served["p"]
+    first = datetime.now(UTC)
+    log.flush()
+    result, batch = loop.monitor_prediction_log(p, client=served["client"], until=first)
+    assert result["status"] != "error", result
+    logged = predlog.read_log(p.serve.log_dir)
+    assert len(batch) == len(logged) > 0
+    assert "prediction" not in batch.columns and "request_id" not in batch.columns
+    assert batch["default"].notna().sum() == 4  # the labels added above, joined by application_id
+    assert predlog.read_watermark(p.serve.log_dir) == first
+
+    rows = served["rows"].head(7)
+    assert client.post("/predict", json={"dataframe_records": _records(rows)}).status_code == 200
+    log.flush()
+    second = datetime.now(UTC)
+    result, batch = loop.monitor_prediction_log(p, client=served["client"], until=second)
+    assert len(batch) == 7, "only the rows served after the first period"
+    assert result["period"]["since"] == first.isoformat()
+    with pytest.raises(DataError, match="no rows served"):
+        loop.monitor_prediction_log(p, client=served["client"], until=datetime.now(UTC))
+    assert predlog.read_watermark(p.serve.log_dir) == second

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from driftloop.errors import DataError
@@ -46,22 +47,38 @@ class Entry:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def frame(self) -> pd.DataFrame:
-        from driftloop.contract import typed_frame
 
-        rows = self.rows.reset_index(drop=True)
-        out = typed_frame(self.contract, rows)
-        for col in self.contract.get("ignored") or []:  # ids travel with their predictions (the labels' key)
+def to_frame(entries: list[Entry]) -> pd.DataFrame:
+    """Log rows of many requests: the requests of one version are converted together (one ``typed_frame`` per
+    run of entries, not one per request, so the writer thread holds the GIL briefly)."""
+    from driftloop.contract import typed_frame
+
+    frames = []
+    i = 0
+    while i < len(entries):
+        j = i + 1
+        while j < len(entries) and entries[j].contract is entries[i].contract:
+            j += 1
+        group = entries[i:j]
+        rows = pd.concat([e.rows for e in group], ignore_index=True) if len(group) > 1 else group[0].rows
+        rows = rows.reset_index(drop=True)
+        out = typed_frame(group[0].contract, rows)
+        for col in group[0].contract.get("ignored") or []:  # ids travel with their predictions (the labels' key)
             if col in rows.columns:
                 out[col] = rows[col].map(lambda v: None if pd.isna(v) else str(v)).astype("string")
-        for col in self.predictions.columns:
-            out[col] = self.predictions[col].to_numpy()
-        out["model_name"] = self.model_name
-        out["model_version"] = self.model_version
-        out["request_id"] = self.request_id
-        out["row"] = range(len(out))
-        out[SERVED_AT] = self.served_at.tz_convert("UTC").tz_localize(None)
-        return out
+        preds = pd.concat([e.predictions for e in group], ignore_index=True)
+        for col in preds.columns:
+            out[col] = preds[col].to_numpy()
+        sizes = [len(e) for e in group]
+        out["model_name"] = np.repeat([e.model_name for e in group], sizes)
+        out["model_version"] = np.repeat([e.model_version for e in group], sizes)
+        out["request_id"] = np.repeat([e.request_id for e in group], sizes)
+        out["row"] = np.concatenate([np.arange(n) for n in sizes])
+        served = pd.DatetimeIndex([e.served_at for e in group]).tz_convert("UTC").tz_localize(None)
+        out[SERVED_AT] = np.repeat(served.to_numpy(), sizes)
+        frames.append(out)
+        i = j
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 class PredictionLog:
@@ -109,7 +126,7 @@ class PredictionLog:
         from driftloop.io import write_parquet_atomic
 
         try:
-            frame = pd.concat([e.frame() for e in entries], ignore_index=True)
+            frame = to_frame(entries)
         except Exception as exc:  # noqa: BLE001 - never lose the writer thread
             self.errors += 1
             self.dropped_rows += sum(len(e) for e in entries)
@@ -264,3 +281,21 @@ def write_watermark(directory: str | Path, until: datetime, batch_id: str) -> No
 
     data = {"until": until.isoformat(), "batch_id": batch_id, "written_at": datetime.now(UTC).isoformat()}
     write_bytes_atomic(json.dumps(data).encode(), Path(directory) / WATERMARK_FILE)
+
+
+def read_period(params, until: datetime | None = None) -> tuple[datetime | None, datetime, pd.DataFrame]:
+    """The rows served after the watermark up to ``until`` (default: now minus twice the flush interval and a
+    second, so every row served before ``until`` has been written), as a monitoring batch: the model's input
+    columns, ids and the labels joined so far (predictions and request metadata dropped)."""
+    from datetime import timedelta
+
+    cfg = params.serve
+    since = read_watermark(cfg.log_dir)
+    until = until or datetime.now(UTC) - timedelta(seconds=2 * cfg.log_flush_s + 1)
+    frame = read_log(cfg.log_dir, since, until)
+    if frame.empty:
+        return since, until, frame
+    meta = [c for c in frame.columns if c in META_COLUMNS or c == "prediction" or str(c).startswith("proba_")]
+    classes = sorted(pd.unique(frame["prediction"].dropna()).tolist(), key=str) if "prediction" in frame else []
+    batch = join_labels(cfg.log_dir, frame.drop(columns=meta), params.base.target, classes)
+    return since, until, batch
