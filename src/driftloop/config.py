@@ -189,6 +189,10 @@ class MonitorParams(_Section):
     drift_share_retrain: float = Field(0.4, ge=0, le=1)
     prediction_drift_retrain: bool = True
     performance_drop_retrain: float = Field(0.03, ge=0)
+    # a drop >= performance_drop_retrain retrains only if its interval (batch + reference metric noise) excludes 0
+    performance_drop_significant: bool = True
+    performance_confidence: float = Field(0.95, gt=0.5, lt=1)
+    performance_bootstrap: int = Field(200, ge=0)  # resamples for the batch metric's noise (not ROC AUC: DeLong)
     # Distance-based tests (Evidently's defaults for samples above 1,000 rows) at every sample size: p-value tests
     # (K-S, chi-square) flag negligible differences on large batches and chi-square over-flags high-cardinality
     # columns on small ones (measured in benchmarks/bench_monitoring.py). None = Evidently's own choice.

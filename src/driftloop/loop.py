@@ -47,6 +47,7 @@ class Champion:
     contract: dict
     reference: pd.DataFrame
     reference_metric: float | None
+    reference_se: float | None = None  # the reference metric's standard error (its test split's noise)
 
     def reference_scores(self) -> np.ndarray:
         return self.model.predict_scores(self.reference)
@@ -74,7 +75,27 @@ def resolve_champion(client, params: Params) -> Champion:
     )
     metric = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}[model.task]
     test_metrics = json.loads(mv.tags.get("driftloop.test_metrics", "{}") or "{}")
-    return Champion(name, str(mv.version), mv.run_id, model, contract, reference, test_metrics.get(metric))
+    value = test_metrics.get(metric)
+    return Champion(
+        name, str(mv.version), mv.run_id, model, contract, reference, value, reference_se(mv.tags, metric, value)
+    )
+
+
+def reference_se(tags: dict, metric: str, value: float | None) -> float | None:
+    """The standard error of the champion's reference metric, from the class counts of the test split its gate
+    saw (ROC AUC: Hanley & McNeil); None when unknown (the drop's interval then counts the batch's noise only)."""
+    from driftloop import monitor as mon
+
+    if metric != "roc_auc" or value is None:
+        return None
+    try:
+        counts = list(json.loads(tags.get("driftloop.gate", "{}") or "{}")["events"]["test"].values())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if len(counts) != 2:
+        return None
+    n_neg, n_pos = int(counts[0]), int(counts[1])
+    return mon.auc_se_hanley_mcneil(float(value), n_pos, n_neg)
 
 
 # --------------------------------------------------------------------------- batches
@@ -319,7 +340,16 @@ def monitor_batch(
                     try:
                         y_enc = champion.model.encoder.encode(y[keep])
                         s = scores[keep]
-                        perf = mon.performance(y_enc, s, champion.model.task, champion.reference_metric)
+                        perf = mon.performance(
+                            y_enc,
+                            s,
+                            champion.model.task,
+                            champion.reference_metric,
+                            reference_se=champion.reference_se,
+                            confidence=mp.performance_confidence,
+                            n_bootstrap=mp.performance_bootstrap,
+                            seed=params.base.seed,
+                        )
                         result["performance"] = perf
                         tdrift = mon.target_drift(
                             champion.reference[champion.model.target],
