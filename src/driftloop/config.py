@@ -193,6 +193,8 @@ class MonitorParams(_Section):
     performance_drop_significant: bool = True
     performance_confidence: float = Field(0.95, gt=0.5, lt=1)
     performance_bootstrap: int = Field(200, ge=0)  # resamples for the batch metric's noise (not ROC AUC: DeLong)
+    # binary: an estimated (label-free, CBPE) ROC AUC drop this large, with its interval above 0, retrains; None: off
+    estimated_drop_retrain: float | None = Field(0.03, ge=0)
     # Distance-based tests (Evidently's defaults for samples above 1,000 rows) at every sample size: p-value tests
     # (K-S, chi-square) flag negligible differences on large batches and chi-square over-flags high-cardinality
     # columns on small ones (measured in benchmarks/bench_monitoring.py). None = Evidently's own choice.

@@ -81,6 +81,27 @@ def resolve_champion(client, params: Params) -> Champion:
     )
 
 
+def estimate_performance(champion: Champion, scores: np.ndarray, params: Params) -> dict | None:
+    """The champion's ROC AUC and accuracy on a batch estimated from its calibrated probabilities (no labels
+    needed), against its reference metric; None for a model without calibration (not binary, or older)."""
+    from driftloop.calibration import Calibration, estimate
+
+    cal = Calibration.from_dict(getattr(champion.model, "calibration", None))
+    if cal is None or champion.model.task != "binary":
+        return None
+    mp = params.monitor
+    return estimate(
+        cal,
+        scores,
+        champion.model.threshold,
+        reference=champion.reference_metric,
+        reference_se=champion.reference_se,
+        confidence=mp.performance_confidence,
+        n_sim=mp.performance_bootstrap,
+        seed=params.base.seed,
+    )
+
+
 def reference_se(tags: dict, metric: str, value: float | None) -> float | None:
     """The standard error of the champion's reference metric, from the class counts of the test split its gate
     saw (ROC AUC: Hanley & McNeil); None when unknown (the drop's interval then counts the batch's noise only)."""
@@ -334,6 +355,9 @@ def monitor_batch(
                 scores = champion.model.predict_scores(batch)
                 pred = mon.prediction_drift(champion.reference_scores(), scores, mp, params.base.seed)
                 result["prediction_drift"] = pred
+                estimate = estimate_performance(champion, scores, params)
+                if estimate is not None:
+                    result["estimated_performance"] = estimate
                 y = _labels(batch, champion.model.target)
                 if y is not None:
                     keep = y.notna().to_numpy()
@@ -351,6 +375,10 @@ def monitor_batch(
                             seed=params.base.seed,
                         )
                         result["performance"] = perf
+                        if estimate is not None and estimate.get("roc_auc") is not None:
+                            realized = (perf.get("metrics") or {}).get("roc_auc")
+                            estimate["realized_roc_auc"] = realized
+                            estimate["error"] = None if realized is None else estimate["roc_auc"] - realized
                         tdrift = mon.target_drift(
                             champion.reference[champion.model.target],
                             y[keep],
@@ -361,7 +389,7 @@ def monitor_batch(
                         result["target_drift"] = tdrift
                     except DataError as exc:
                         result.setdefault("notes", []).append(f"labels not usable for performance: {exc}")
-        decision = mon.decide(schema, drift, pred, perf, mp, since)
+        decision = mon.decide(schema, drift, pred, perf, mp, since, estimate=result.get("estimated_performance"))
         result["decision"] = decision.to_dict()
         result["status"] = decision.status
     except Exception as exc:  # a broken batch gives a clear status, never an unhandled exception
@@ -469,6 +497,10 @@ def _log_monitoring(client, params: Params, result: dict, step: int) -> str:
     for k, v in {**perf, **(perf.get("metrics") or {})}.items():
         if isinstance(v, int | float) and not isinstance(v, bool):
             metrics[f"perf_{k}"] = v
+    # the label-free estimate, charted per batch in MLflow next to the realized metric (perf_roc_auc)
+    for k, v in (result.get("estimated_performance") or {}).items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            metrics[f"est_{k}"] = v
     tracking.log_batch(client, run.info.run_id, metrics=metrics, step=step)
     if result.get("report_html") and Path(result["report_html"]).exists():
         client.log_artifact(run.info.run_id, result["report_html"], "monitoring")

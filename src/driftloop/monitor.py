@@ -1147,6 +1147,8 @@ def decide(
     perf: Mapping[str, Any] | None,
     params: MonitorParams,
     batches_since_retrain: int | None,
+    *,
+    estimate: Mapping[str, Any] | None = None,
 ) -> Decision:
     """The monitoring decision for one batch.
 
@@ -1165,6 +1167,10 @@ def decide(
       are new values: 2 drifted columns of 21, a drift share of 0.10, below ``drift_share_warn``.)
     * a retrain while ``batches_since_retrain < cooldown_batches`` becomes ``warn`` with
       ``cooldown_active=True`` (``None`` = no retrain yet, no cooldown).
+
+    * ``retrain`` too when the label-free estimate (``estimate``: ``driftloop.calibration.estimate``) of the
+      champion's ROC AUC dropped by ``estimated_drop_retrain`` or more with an interval above 0 (a warning
+      when within the noise); labels then need not have arrived.
 
     Missing inputs (``None``) contribute nothing; a drift result with no tested column counts as
     drift_share 0.
@@ -1244,6 +1250,21 @@ def decide(
             elif must_be_real:
                 notes.append("the performance drop has no interval: judged on its size alone")
             retrain.append(txt)
+
+    est_drop = None if not estimate else estimate.get("drop")
+    signals["estimated_roc_auc"] = None if not estimate else estimate.get("roc_auc")
+    signals["estimated_drop"] = est_drop
+    threshold = getattr(params, "estimated_drop_retrain", None)
+    if est_drop is not None and threshold is not None and est_drop >= threshold:
+        low, high = estimate.get("drop_low"), estimate.get("drop_high")
+        txt = (
+            f"estimated roc_auc (CBPE, no labels) dropped by {est_drop:.4f} ({_fmt_num(estimate.get('reference'))}"
+            f" -> {_fmt_num(estimate.get('roc_auc'))}) >= monitor.estimated_drop_retrain={threshold}"
+        )
+        if low is not None and low > 0:
+            retrain.append(f"{txt}; {estimate.get('confidence', 0.95):.0%} interval [{low:+.4f}, {high:+.4f}]")
+        else:
+            warn.append(f"{txt}, but within the noise (interval [{_fmt_num(low)}, {_fmt_num(high)}]): not a retrain")
 
     if retrain:
         in_cooldown = batches_since_retrain is not None and batches_since_retrain < params.cooldown_batches
