@@ -184,6 +184,10 @@ class RegisterParams(_Section):
 class MonitorParams(_Section):
     experiment: str = "driftloop-monitoring"
     reference_rows: int = Field(20_000, ge=500)
+    # recent: a retrained model's drift reference is its training rows the previous champion never saw (the
+    # drift it absorbed), given at least reference_min_rows of them; all: a sample of all its training rows
+    reference: Literal["recent", "all"] = "recent"
+    reference_min_rows: int = Field(1000, ge=100)
     sample_rows: int = Field(50_000, ge=500)
     drift_share_warn: float = Field(0.2, ge=0, le=1)
     drift_share_retrain: float = Field(0.4, ge=0, le=1)

@@ -303,26 +303,44 @@ def lineage_keys(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 @dataclass
 class SeenRows:
-    """The rows a model was trained or validated on (``lineage_keys`` over ``columns``), from its lineage."""
+    """The rows a model was trained or validated on (``lineage_keys`` over ``columns``), from its lineage, and
+    (``tested``) the keys of its test rows: together, every row of the data it came from."""
 
     keys: np.ndarray
     columns: list[str]
     source: str  # where the keys come from (e.g. "run <id>: lineage/seen_rows.parquet")
+    tested: np.ndarray | None = None
 
     @classmethod
-    def of(cls, frames: list[pd.DataFrame], source: str) -> SeenRows:
+    def of(cls, frames: list[pd.DataFrame], source: str, test: pd.DataFrame | None = None) -> SeenRows:
         columns = [str(c) for c in frames[0].columns]
         keys = np.concatenate([lineage_keys(f, columns) for f in frames if len(f)]) if frames else np.array([])
-        return cls(np.unique(keys.astype(np.uint64)), columns, source)
+        tested = None if test is None else np.unique(lineage_keys(test, columns).astype(np.uint64))
+        return cls(np.unique(keys.astype(np.uint64)), columns, source, tested)
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"key": self.keys.astype(np.uint64)})
+        tested = np.array([], dtype=np.uint64) if self.tested is None else self.tested
+        return pd.DataFrame(
+            {
+                "key": np.concatenate([self.keys, tested]).astype(np.uint64),
+                "split": np.array(["trained"] * len(self.keys) + ["test"] * len(tested)),
+            }
+        )
 
-    def overlap(self, df: pd.DataFrame) -> np.ndarray | None:
-        """Per row of ``df``: seen by this model (None: ``df`` lacks a key column, the check cannot be made)."""
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, columns: list[str], source: str) -> SeenRows:
+        split = frame["split"].astype(str).to_numpy() if "split" in frame else np.full(len(frame), "trained")
+        keys = frame["key"].to_numpy(dtype="uint64")
+        tested = keys[split == "test"] if (split == "test").any() else None
+        return cls(keys[split == "trained"], [str(c) for c in columns], source, tested)
+
+    def overlap(self, df: pd.DataFrame, *, known: bool = False) -> np.ndarray | None:
+        """Per row of ``df``: seen by this model (None: ``df`` lacks a key column, the check cannot be made);
+        ``known``: its test rows count too (the rows of the data it came from)."""
         if any(c not in df.columns for c in self.columns):
             return None
-        return np.isin(lineage_keys(df, self.columns).astype(np.uint64), self.keys)
+        keys = self.keys if not known or self.tested is None else np.concatenate([self.keys, self.tested])
+        return np.isin(lineage_keys(df, self.columns).astype(np.uint64), keys)
 
 
 def unseen_rows(
