@@ -562,6 +562,13 @@ def _print_monitoring(result: dict, p) -> None:
         out.print(text)
     elif status in ("ok", "warn", "retrain"):
         out.print("  performance: no labels in the batch")
+    est = result.get("estimated_performance") or {}
+    if est.get("roc_auc") is not None and est.get("roc_auc_low") is not None:
+        text = f"  estimated roc_auc (CBPE, no labels): {est['roc_auc']:.4f} [{est['roc_auc_low']:.4f}, "
+        text += f"{est['roc_auc_high']:.4f}]"
+        if est.get("realized_roc_auc") is not None:
+            text += f"; realized {est['realized_roc_auc']:.4f}"
+        out.print(text)
     out.print(f"  report: {result['report_html']}\n  summary: {result['summary_json']}")
 
 

@@ -184,11 +184,21 @@ class RegisterParams(_Section):
 class MonitorParams(_Section):
     experiment: str = "driftloop-monitoring"
     reference_rows: int = Field(20_000, ge=500)
+    # recent: a retrained model's drift reference is its training rows the previous champion never saw (the
+    # drift it absorbed), given at least reference_min_rows of them; all: a sample of all its training rows
+    reference: Literal["recent", "all"] = "recent"
+    reference_min_rows: int = Field(1000, ge=100)
     sample_rows: int = Field(50_000, ge=500)
     drift_share_warn: float = Field(0.2, ge=0, le=1)
     drift_share_retrain: float = Field(0.4, ge=0, le=1)
     prediction_drift_retrain: bool = True
     performance_drop_retrain: float = Field(0.03, ge=0)
+    # a drop >= performance_drop_retrain retrains only if its interval (batch + reference metric noise) excludes 0
+    performance_drop_significant: bool = True
+    performance_confidence: float = Field(0.95, gt=0.5, lt=1)
+    performance_bootstrap: int = Field(200, ge=0)  # resamples for the batch metric's noise (not ROC AUC: DeLong)
+    # binary: an estimated (label-free, CBPE) ROC AUC drop this large, with its interval above 0, retrains; None: off
+    estimated_drop_retrain: float | None = Field(0.03, ge=0)
     # Distance-based tests (Evidently's defaults for samples above 1,000 rows) at every sample size: p-value tests
     # (K-S, chi-square) flag negligible differences on large batches and chi-square over-flags high-cardinality
     # columns on small ones (measured in benchmarks/bench_monitoring.py). None = Evidently's own choice.

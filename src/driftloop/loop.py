@@ -47,6 +47,7 @@ class Champion:
     contract: dict
     reference: pd.DataFrame
     reference_metric: float | None
+    reference_se: float | None = None  # the reference metric's standard error (its test split's noise)
 
     def reference_scores(self) -> np.ndarray:
         return self.model.predict_scores(self.reference)
@@ -74,7 +75,48 @@ def resolve_champion(client, params: Params) -> Champion:
     )
     metric = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}[model.task]
     test_metrics = json.loads(mv.tags.get("driftloop.test_metrics", "{}") or "{}")
-    return Champion(name, str(mv.version), mv.run_id, model, contract, reference, test_metrics.get(metric))
+    value = test_metrics.get(metric)
+    return Champion(
+        name, str(mv.version), mv.run_id, model, contract, reference, value, reference_se(mv.tags, metric, value)
+    )
+
+
+def estimate_performance(champion: Champion, scores: np.ndarray, params: Params) -> dict | None:
+    """The champion's ROC AUC and accuracy on a batch estimated from its calibrated probabilities (no labels
+    needed), against its reference metric; None for a model without calibration (not binary, or older)."""
+    from driftloop.calibration import Calibration, estimate
+
+    cal = Calibration.from_dict(getattr(champion.model, "calibration", None))
+    if cal is None or champion.model.task != "binary":
+        return None
+    mp = params.monitor
+    return estimate(
+        cal,
+        scores,
+        champion.model.threshold,
+        reference=champion.reference_metric,
+        reference_se=champion.reference_se,
+        confidence=mp.performance_confidence,
+        n_sim=mp.performance_bootstrap,
+        seed=params.base.seed,
+    )
+
+
+def reference_se(tags: dict, metric: str, value: float | None) -> float | None:
+    """The standard error of the champion's reference metric, from the class counts of the test split its gate
+    saw (ROC AUC: Hanley & McNeil); None when unknown (the drop's interval then counts the batch's noise only)."""
+    from driftloop import monitor as mon
+
+    if metric != "roc_auc" or value is None:
+        return None
+    try:
+        counts = list(json.loads(tags.get("driftloop.gate", "{}") or "{}")["events"]["test"].values())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if len(counts) != 2:
+        return None
+    n_neg, n_pos = int(counts[0]), int(counts[1])
+    return mon.auc_se_hanley_mcneil(float(value), n_pos, n_neg)
 
 
 # --------------------------------------------------------------------------- batches
@@ -313,14 +355,30 @@ def monitor_batch(
                 scores = champion.model.predict_scores(batch)
                 pred = mon.prediction_drift(champion.reference_scores(), scores, mp, params.base.seed)
                 result["prediction_drift"] = pred
+                estimate = estimate_performance(champion, scores, params)
+                if estimate is not None:
+                    result["estimated_performance"] = estimate
                 y = _labels(batch, champion.model.target)
                 if y is not None:
                     keep = y.notna().to_numpy()
                     try:
                         y_enc = champion.model.encoder.encode(y[keep])
                         s = scores[keep]
-                        perf = mon.performance(y_enc, s, champion.model.task, champion.reference_metric)
+                        perf = mon.performance(
+                            y_enc,
+                            s,
+                            champion.model.task,
+                            champion.reference_metric,
+                            reference_se=champion.reference_se,
+                            confidence=mp.performance_confidence,
+                            n_bootstrap=mp.performance_bootstrap,
+                            seed=params.base.seed,
+                        )
                         result["performance"] = perf
+                        if estimate is not None and estimate.get("roc_auc") is not None:
+                            realized = (perf.get("metrics") or {}).get("roc_auc")
+                            estimate["realized_roc_auc"] = realized
+                            estimate["error"] = None if realized is None else estimate["roc_auc"] - realized
                         tdrift = mon.target_drift(
                             champion.reference[champion.model.target],
                             y[keep],
@@ -331,7 +389,7 @@ def monitor_batch(
                         result["target_drift"] = tdrift
                     except DataError as exc:
                         result.setdefault("notes", []).append(f"labels not usable for performance: {exc}")
-        decision = mon.decide(schema, drift, pred, perf, mp, since)
+        decision = mon.decide(schema, drift, pred, perf, mp, since, estimate=result.get("estimated_performance"))
         result["decision"] = decision.to_dict()
         result["status"] = decision.status
     except Exception as exc:  # a broken batch gives a clear status, never an unhandled exception
@@ -437,6 +495,10 @@ def _log_monitoring(client, params: Params, result: dict, step: int) -> str:
     for k, v in {**perf, **(perf.get("metrics") or {})}.items():
         if isinstance(v, int | float) and not isinstance(v, bool):
             metrics[f"perf_{k}"] = v
+    # the label-free estimate, charted per batch in MLflow next to the realized metric (perf_roc_auc)
+    for k, v in (result.get("estimated_performance") or {}).items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            metrics[f"est_{k}"] = v
     tracking.log_batch(client, run.info.run_id, metrics=metrics, step=step)
     if result.get("report_html") and Path(result["report_html"]).exists():
         client.log_artifact(run.info.run_id, result["report_html"], "monitoring")

@@ -103,6 +103,7 @@ class DriftloopModel:
     threshold: float | None = None  # binary decision threshold chosen on validation data
     best_iteration: int | None = None
     ignored: list = field(default_factory=list)  # columns dropped by validation (IDs, constants...)
+    calibration: dict | None = None  # binary: score -> P(positive), fitted on validation rows (driftloop.calibration)
 
     # ------------------------------------------------------------------ declarative form (no pickle)
     def to_dict(self) -> dict:
@@ -115,6 +116,7 @@ class DriftloopModel:
             "ignored": list(getattr(self, "ignored", []) or []),
             "encoder": self.encoder.to_dict(),
             "preprocessor": self.preprocessor.to_dict(),
+            **({"calibration": self.calibration} if getattr(self, "calibration", None) else {}),
         }
 
     def booster_text(self) -> str:
@@ -139,6 +141,7 @@ class DriftloopModel:
             threshold=data.get("threshold"),
             best_iteration=data.get("best_iteration"),
             ignored=list(data.get("ignored") or []),
+            calibration=data.get("calibration"),
         )
 
     def contract(self) -> dict:

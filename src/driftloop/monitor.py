@@ -915,8 +915,63 @@ def target_drift(reference_y: Any, current_y: Any, task: str, params: MonitorPar
 # performance
 
 
+def auc_se_hanley_mcneil(auc: float, n_pos: int, n_neg: int) -> float | None:
+    """The standard error of a ROC AUC from its value and class counts (Hanley & McNeil 1982): for a reference
+    metric whose scores are not at hand (the champion's test AUC)."""
+    if not (n_pos > 0 and n_neg > 0) or auc is None or not math.isfinite(auc):
+        return None
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return float(math.sqrt(max(var, 0.0)))
+
+
+def auc_se_delong(y: np.ndarray, p: np.ndarray) -> float | None:
+    """The standard error of the ROC AUC of scores ``p`` for 0/1 labels ``y`` (DeLong's placement values; ties
+    count one half). O(n log n)."""
+    pos, neg = np.sort(p[y == 1]), np.sort(p[y == 0])
+    m, n = len(pos), len(neg)
+    if m < 2 or n < 2:
+        return None
+    v10 = (np.searchsorted(neg, pos, "left") + np.searchsorted(neg, pos, "right")) / (2 * n)
+    v01 = 1 - (np.searchsorted(pos, neg, "left") + np.searchsorted(pos, neg, "right")) / (2 * m)
+    return float(math.sqrt(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n))
+
+
+def _bootstrap_se(fn, arrays: tuple[np.ndarray, ...], n: int, seed: int) -> float | None:
+    if n < 2 or len(arrays[0]) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n):
+        idx = rng.integers(0, len(arrays[0]), len(arrays[0]))
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            try:
+                v = fn(*(a[idx] for a in arrays))
+            except ValueError:
+                continue
+        if v is not None and math.isfinite(v):
+            vals.append(v)
+    return float(np.std(vals, ddof=1)) if len(vals) >= 2 else None
+
+
+def _z(confidence: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
 def performance(
-    y_true: Any, y_score: Any, task: str, reference_metric: float | None, *, metric: str | None = None
+    y_true: Any,
+    y_score: Any,
+    task: str,
+    reference_metric: float | None,
+    *,
+    metric: str | None = None,
+    reference_se: float | None = None,
+    confidence: float = 0.95,
+    n_bootstrap: int = 200,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Model quality on a labelled batch, and its drop against the champion's reference metric.
 
@@ -932,6 +987,11 @@ def performance(
     pr_auc, accuracy, macro_f1, r2) and a relative increase, ``current / reference - 1``, for
     error metrics (rmse, mae, log_loss), so the same ``performance_drop_retrain`` (e.g. 0.03) reads
     as "3 AUC points" or "3 % more RMSE". Rows with a missing label or score are ignored.
+
+    The drop's noise: ``value_se`` is the batch metric's standard error (ROC AUC: DeLong; other metrics: a
+    seeded bootstrap of ``n_bootstrap`` resamples), ``reference_se`` the reference's (e.g.
+    ``auc_se_hanley_mcneil`` of the champion's test AUC); ``drop_se`` combines both (independent samples), and
+    ``drop_low`` / ``drop_high`` is the two-sided ``confidence`` interval of the drop, in the drop's units.
     """
     from sklearn import metrics as skm
 
@@ -994,15 +1054,39 @@ def performance(
         raise ValueError(f"metric {metric!r} is not computed for task {task!r}; one of {sorted(values)}")
 
     value = values.get(metric)
-    drop, drop_kind = None, None
+    value_se = None
+    if value is not None and task == "binary" and metric == "roc_auc":
+        value_se = auc_se_delong(y, p)
+    elif value is not None and n_bootstrap > 0:
+        fns = {
+            "pr_auc": lambda a, b: float(skm.average_precision_score(a, b)) if 0 < a.sum() < len(a) else None,
+            "log_loss": lambda a, b: float(skm.log_loss(a, b, labels=[0, 1])),
+            "accuracy": lambda a, b: float(skm.accuracy_score(a, b)),
+            "macro_f1": lambda a, b: float(skm.f1_score(a, b, average="macro", zero_division=0)),
+            "rmse": lambda a, b: float(np.sqrt(np.mean((a - b) ** 2))),
+            "mae": lambda a, b: float(np.mean(np.abs(a - b))),
+            "r2": lambda a, b: float(skm.r2_score(a, b)),
+        }
+        arrays = (t, s) if task == "multiclass" else (y, p)
+        if metric in fns:
+            value_se = _bootstrap_se(fns[metric], arrays, n_bootstrap, seed)
+    drop, drop_kind, drop_se, drop_low, drop_high = None, None, None, None, None
     if value is not None and reference_metric is not None and math.isfinite(float(reference_metric)):
         ref = float(reference_metric)
+        scale = 1.0
         if metric in _LOWER_IS_BETTER and ref > 0:
-            drop, drop_kind = value / ref - 1.0, "relative"
+            drop, drop_kind, scale = value / ref - 1.0, "relative", 1.0 / ref
         elif metric in _LOWER_IS_BETTER:
             drop, drop_kind = value - ref, "absolute"
         else:
             drop, drop_kind = ref - value, "absolute"
+        if value_se is not None:
+            ref_se = reference_se if reference_se is not None and math.isfinite(reference_se) else 0.0
+            if reference_se is None:
+                notes.append("the reference metric's noise is unknown: the drop's interval counts the batch's only")
+            drop_se = scale * math.sqrt(value_se**2 + ref_se**2)
+            half = _z(confidence) * drop_se
+            drop_low, drop_high = drop - half, drop + half
     return _jsonable(
         {
             "task": task,
@@ -1011,8 +1095,14 @@ def performance(
             "metric": metric,
             "value": value,
             "reference": None if reference_metric is None else float(reference_metric),
+            "value_se": value_se,
+            "reference_se": reference_se,
             "drop": drop,
             "drop_kind": drop_kind,
+            "drop_se": drop_se,
+            "drop_low": drop_low,
+            "drop_high": drop_high,
+            "confidence": confidence,
             "notes": notes,
         }
     )
@@ -1057,6 +1147,8 @@ def decide(
     perf: Mapping[str, Any] | None,
     params: MonitorParams,
     batches_since_retrain: int | None,
+    *,
+    estimate: Mapping[str, Any] | None = None,
 ) -> Decision:
     """The monitoring decision for one batch.
 
@@ -1075,6 +1167,10 @@ def decide(
       are new values: 2 drifted columns of 21, a drift share of 0.10, below ``drift_share_warn``.)
     * a retrain while ``batches_since_retrain < cooldown_batches`` becomes ``warn`` with
       ``cooldown_active=True`` (``None`` = no retrain yet, no cooldown).
+
+    * ``retrain`` too when the label-free estimate (``estimate``: ``driftloop.calibration.estimate``) of the
+      champion's ROC AUC dropped by ``estimated_drop_retrain`` or more with an interval above 0 (a warning
+      when within the noise); labels then need not have arrived.
 
     Missing inputs (``None``) contribute nothing; a drift result with no tested column counts as
     drift_share 0.
@@ -1134,11 +1230,41 @@ def decide(
             warn.append(pd_txt)
     if drop is not None and drop >= params.performance_drop_retrain:
         kind = perf.get("drop_kind") or "absolute"
-        retrain.append(
+        txt = (
             f"{perf.get('metric')} dropped by {drop:.4f} ({kind}; {_fmt_num(perf.get('reference'))} ->"
             f" {_fmt_num(perf.get('value'))})"
             f" >= {params.performance_drop_retrain}"
         )
+        low = perf.get("drop_low")
+        signals["performance_drop_low"] = low
+        must_be_real = getattr(params, "performance_drop_significant", False)
+        if must_be_real and low is not None and low <= 0:
+            # within the noise of the batch's and the reference's metric: a warning, never a retrain
+            warn.append(
+                f"{txt}, but within the noise ({perf.get('confidence', 0.95):.0%} interval of the drop "
+                f"[{low:+.4f}, {perf.get('drop_high'):+.4f}] includes 0 at {perf.get('n_rows')} rows): not a retrain"
+            )
+        else:
+            if low is not None:
+                txt += f"; {perf.get('confidence', 0.95):.0%} interval [{low:+.4f}, {perf.get('drop_high'):+.4f}]"
+            elif must_be_real:
+                notes.append("the performance drop has no interval: judged on its size alone")
+            retrain.append(txt)
+
+    est_drop = None if not estimate else estimate.get("drop")
+    signals["estimated_roc_auc"] = None if not estimate else estimate.get("roc_auc")
+    signals["estimated_drop"] = est_drop
+    threshold = getattr(params, "estimated_drop_retrain", None)
+    if est_drop is not None and threshold is not None and est_drop >= threshold:
+        low, high = estimate.get("drop_low"), estimate.get("drop_high")
+        txt = (
+            f"estimated roc_auc (CBPE, no labels) dropped by {est_drop:.4f} ({_fmt_num(estimate.get('reference'))}"
+            f" -> {_fmt_num(estimate.get('roc_auc'))}) >= monitor.estimated_drop_retrain={threshold}"
+        )
+        if low is not None and low > 0:
+            retrain.append(f"{txt}; {estimate.get('confidence', 0.95):.0%} interval [{low:+.4f}, {high:+.4f}]")
+        else:
+            warn.append(f"{txt}, but within the noise (interval [{_fmt_num(low)}, {_fmt_num(high)}]): not a retrain")
 
     if retrain:
         in_cooldown = batches_since_retrain is not None and batches_since_retrain < params.cooldown_batches

@@ -522,6 +522,8 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
     valid = _read(paths["valid"]) if paths["valid"].exists() else None
     baseline_value, baseline_scores = reg.dummy_baseline(params, model, train, test, evaluated)
     compared = str(champion_mv.version) if champion_mv else None
+    seen = reg.SeenRows.of([train] + ([valid] if valid is not None else []), "this run's train+valid splits", test)
+    champion_seen = _seen_rows(client, champion_mv.run_id) if champion_mv is not None else None
     decision = reg.decide(
         model,
         champion,
@@ -533,6 +535,8 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
         valid_df=valid,
         baseline_value=baseline_value,
         baseline_scores=baseline_scores,
+        champion_seen=champion_seen,
+        challenger_seen=seen,
     )
 
     # nothing has been written to the registry up to here
@@ -543,12 +547,12 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
     }
     if mv is None:  # not registered yet (else: registered by a run of this stage killed before its alias move)
         run_id = _ensure_run(client, params, info)
-        n_ref = min(params.monitor.reference_rows, len(train))
-        reference = train.sample(n=n_ref, random_state=params.base.seed) if n_ref < len(train) else train
+        reference = drift_reference(params, train, champion_seen)
         sample = reference.drop(columns=[params.base.target]).head(200)
         with _quiet():
             model_info = tracking.log_model(client, run_id, model, sample)
         _log_reference(client, run_id, reference)
+        _log_seen_rows(client, run_id, seen)
         tags = {
             **tracking.lineage_tags(params, paths),
             f"{tracking.TAG}train_run_id": run_id,
@@ -641,6 +645,56 @@ def _log_reference(client, run_id: str, reference: pd.DataFrame) -> None:
         path = Path(tmp) / "reference.parquet"
         reference.to_parquet(path, index=False)
         client.log_artifact(run_id, str(path), "reference")
+
+
+def drift_reference(params: Params, train: pd.DataFrame, champion_seen=None) -> pd.DataFrame:
+    """The training rows logged as the model's drift reference (at most ``monitor.reference_rows``, seeded).
+
+    ``monitor.reference: recent`` (after a retrain): the rows that were not in the current champion's data at all
+    (not in its train, valid or test split) -- the data since it, i.e. the drift the new model absorbed -- when
+    there are at least ``monitor.reference_min_rows`` of them; otherwise (a first model, or too few new rows),
+    and with ``all``, a sample of all training rows.
+    """
+    mp = params.monitor
+    pool = train
+    if mp.reference == "recent" and champion_seen is not None:
+        seen = champion_seen.overlap(train, known=True)
+        if seen is not None and int((~seen).sum()) >= mp.reference_min_rows:
+            pool = train[~seen]
+    n_ref = min(mp.reference_rows, len(pool))
+    return pool.sample(n=n_ref, random_state=params.base.seed) if n_ref < len(pool) else pool
+
+
+def _log_seen_rows(client, run_id: str, seen) -> None:
+    """The model's train+valid row keys (the fair gate's lineage), with the columns they were computed on."""
+    import tempfile
+
+    from driftloop import register as reg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(reg.SEEN_ROWS_ARTIFACT).name
+        seen.to_frame().to_parquet(path, index=False)
+        (Path(tmp) / "seen_columns.json").write_text(json.dumps(seen.columns))
+        folder = str(Path(reg.SEEN_ROWS_ARTIFACT).parent)
+        client.log_artifact(run_id, str(path), folder)
+        client.log_artifact(run_id, str(Path(tmp) / "seen_columns.json"), folder)
+
+
+def _seen_rows(client, run_id: str):
+    """The champion's train+valid row keys from its run (None: logged before driftloop recorded them)."""
+    import tempfile
+
+    from driftloop import register as reg
+
+    folder = str(Path(reg.SEEN_ROWS_ARTIFACT).parent)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(client.download_artifacts(run_id, folder, tmp))
+            frame = pd.read_parquet(local / Path(reg.SEEN_ROWS_ARTIFACT).name)
+            cols = json.loads((local / "seen_columns.json").read_text())
+    except Exception:  # noqa: BLE001 - no lineage keys: the gate records that it could not check
+        return None
+    return reg.SeenRows.from_frame(frame, cols, f"run {run_id}: {reg.SEEN_ROWS_ARTIFACT}")
 
 
 def _quiet():

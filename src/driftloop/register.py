@@ -229,6 +229,8 @@ class Decision:
     decision: str = ""  # PROMOTED | NOT_BETTER | NOT_COMPARABLE | INSUFFICIENT_EVIDENCE | BELOW_BASELINE
     baseline_value: float | None = None  # the dummy baseline's gate metric on the same test rows
     events: dict = field(default_factory=dict)  # split -> {class or "rows": count}, what the evidence check saw
+    # the gate's rows: how many test rows neither model trained/validated on, their provenance, the overlap check
+    gate_rows: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -282,6 +284,100 @@ def dummy_scores(task: str, y_train: np.ndarray, n: int, n_classes: int) -> np.n
     return np.tile(freq, (n, 1))
 
 
+# --------------------------------------------------------------------------- the fair gate: unseen rows only
+SEEN_ROWS_ARTIFACT = "lineage/seen_rows.parquet"  # a model's train+valid row keys, logged with its run
+
+
+def lineage_keys(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A 64-bit key per row over ``columns`` (numbers as float64, everything else as text), so the same row gets
+    the same key whatever dtype a later pipeline run gave its column (int vs float, category vs object)."""
+    norm = {}
+    for c in columns:
+        s = df[c]
+        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+            norm[c] = s.astype("float64")
+        else:
+            norm[c] = s.astype(object).where(s.notna(), None).astype(str)
+    return pd.util.hash_pandas_object(pd.DataFrame(norm, index=df.index), index=False).to_numpy()
+
+
+@dataclass
+class SeenRows:
+    """The rows a model was trained or validated on (``lineage_keys`` over ``columns``), from its lineage, and
+    (``tested``) the keys of its test rows: together, every row of the data it came from."""
+
+    keys: np.ndarray
+    columns: list[str]
+    source: str  # where the keys come from (e.g. "run <id>: lineage/seen_rows.parquet")
+    tested: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, frames: list[pd.DataFrame], source: str, test: pd.DataFrame | None = None) -> SeenRows:
+        columns = [str(c) for c in frames[0].columns]
+        keys = np.concatenate([lineage_keys(f, columns) for f in frames if len(f)]) if frames else np.array([])
+        tested = None if test is None else np.unique(lineage_keys(test, columns).astype(np.uint64))
+        return cls(np.unique(keys.astype(np.uint64)), columns, source, tested)
+
+    def to_frame(self) -> pd.DataFrame:
+        tested = np.array([], dtype=np.uint64) if self.tested is None else self.tested
+        return pd.DataFrame(
+            {
+                "key": np.concatenate([self.keys, tested]).astype(np.uint64),
+                "split": np.array(["trained"] * len(self.keys) + ["test"] * len(tested)),
+            }
+        )
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, columns: list[str], source: str) -> SeenRows:
+        split = frame["split"].astype(str).to_numpy() if "split" in frame else np.full(len(frame), "trained")
+        keys = frame["key"].to_numpy(dtype="uint64")
+        tested = keys[split == "test"] if (split == "test").any() else None
+        return cls(keys[split == "trained"], [str(c) for c in columns], source, tested)
+
+    def overlap(self, df: pd.DataFrame, *, known: bool = False) -> np.ndarray | None:
+        """Per row of ``df``: seen by this model (None: ``df`` lacks a key column, the check cannot be made);
+        ``known``: its test rows count too (the rows of the data it came from)."""
+        if any(c not in df.columns for c in self.columns):
+            return None
+        keys = self.keys if not known or self.tested is None else np.concatenate([self.keys, self.tested])
+        return np.isin(lineage_keys(df, self.columns).astype(np.uint64), keys)
+
+
+def unseen_rows(
+    test_df: pd.DataFrame, champion_seen: SeenRows | None, challenger_seen: SeenRows | None
+) -> tuple[np.ndarray, dict]:
+    """The gate's rows: test rows neither the champion nor the challenger trained or validated on.
+
+    Returns the row mask and the audit of the check: rows kept, rows dropped per model, where the keys came from,
+    and the overlap left after the filter (0 by construction, recomputed as the check). Without the champion's
+    lineage keys (a version registered before they were logged, or a schema change), the full test split is used
+    and the audit says the check could not be made.
+    """
+    n = len(test_df)
+    keep = np.ones(n, dtype=bool)
+    audit: dict = {"test_rows": n}
+    for who, seen in (("champion", champion_seen), ("challenger", challenger_seen)):
+        hit = seen.overlap(test_df) if seen is not None else None
+        if hit is None:
+            audit[f"seen_by_{who}"] = None
+            why = "no lineage keys" if seen is None else "the test split lacks its key columns"
+            audit[f"{who}_check"] = f"unavailable ({why})"
+            continue
+        audit[f"seen_by_{who}"] = int(hit.sum())
+        audit[f"{who}_check"] = seen.source
+        keep &= ~hit
+    audit["rows"] = int(keep.sum())
+    for who, seen in (("champion", champion_seen), ("challenger", challenger_seen)):
+        hit = seen.overlap(test_df[keep]) if seen is not None else None
+        audit[f"overlap_{who}"] = None if hit is None else int(hit.sum())  # the no-overlap check: 0
+    audit["provenance"] = (
+        "test split rows absent from both models' train+valid splits (row keys from their lineage)"
+        if audit["seen_by_champion"] is not None
+        else "the full test split: the champion's training rows are unknown, so the comparison may favour it"
+    )
+    return keep, audit
+
+
 def _beats(metric: str, new: float, old: float) -> bool:
     return bool(new > old) if HIGHER_IS_BETTER[metric] else bool(new < old)
 
@@ -298,6 +394,8 @@ def decide(
     valid_df: pd.DataFrame | None = None,
     baseline_value: float | None = None,
     baseline_scores: np.ndarray | None = None,
+    champion_seen: SeenRows | None = None,
+    challenger_seen: SeenRows | None = None,
 ) -> Decision:
     """Compare the new model with the champion on the same test set (no writes).
 
@@ -309,12 +407,30 @@ def decide(
     ``new_value``: the new model's gate metric on this test set when the caller has it already (the
     evaluate stage's metrics); the new model then scores the test rows only if there is a champion to
     compare it with (the paired bootstrap needs the scores row by row).
+
+    The fair gate: with a champion to compare, only test rows that neither model trained or validated on are
+    judged (``unseen_rows`` with ``champion_seen`` / ``challenger_seen``, the models' lineage keys); a retrain that
+    re-splits old + new data at random would otherwise judge the champion partly on rows it has memorized. The
+    evidence rule then counts these rows; ``Decision.gate_rows`` records them and the overlap check.
     """
     from driftloop.evaluate import metric_value
 
     task, rp = new.task, params.register
     metric = gate_metric(params, task)
     classes = list(new.encoder.classes)
+    gate_audit: dict = {"test_rows": len(test_df), "rows": len(test_df), "provenance": "the full test split"}
+    if champion_version is not None and (champion_seen is not None or challenger_seen is not None):
+        keep, gate_audit = unseen_rows(test_df, champion_seen, challenger_seen)
+        if not keep.all():
+            test_df = test_df[keep]
+            new_value = None  # the evaluate stage's value is for all test rows
+            if baseline_scores is not None:
+                baseline_scores = np.asarray(baseline_scores)[keep]
+                baseline_value = None
+                with contextlib.suppress(ValueError):  # e.g. a single class left: the evidence rule refuses it
+                    baseline_value = metric_value(
+                        task, metric, new.encoder.encode(test_df[new.target]), baseline_scores, None
+                    )
     y = new.encoder.encode(test_df[new.target])
     events = {"test": count_events(task, y, classes)}
     if valid_df is not None and len(valid_df):
@@ -326,8 +442,16 @@ def decide(
         "champion_version": champion_version,
         "baseline_value": baseline_value,
         "events": events,
+        "gate_rows": gate_audit,
     }
-    if shortfall := _evidence_shortfall(task, events, rp.min_test_events):
+    shortfall = _evidence_shortfall(task, events, rp.min_test_events)
+    if not len(test_df):
+        shortfall = (
+            "insufficient evidence to judge: no test row is unseen by both models "
+            f"({gate_audit.get('test_rows')} test rows, all trained or validated on). Registered as @{CHALLENGER}, "
+            "not promoted"
+        )
+    if shortfall:
         value = new_value if new_value is not None else float("nan")
         return Decision(CHALLENGER, shortfall, new_value=value, decision=INSUFFICIENT_EVIDENCE, **base)
     new_scores = None

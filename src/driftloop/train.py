@@ -120,6 +120,10 @@ def train(
     valid_scores = model.predict_scores(valid_df)
     if task == "binary":
         model.threshold = choose_threshold(y_valid, valid_scores, params.train.threshold_metric)
+        if len(np.unique(y_valid)) == 2:  # for label-free performance estimates (driftloop.calibration)
+            from driftloop.calibration import Calibration
+
+            model.calibration = Calibration.fit(y_valid, valid_scores).to_dict()
     valid_metrics = {"lightgbm": compute_metrics(task, y_valid, valid_scores, model.threshold)}
     baselines = {}
     # baselines are reference points: fit them on at most train.baseline_max_rows rows (seeded), which keeps a

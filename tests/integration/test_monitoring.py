@@ -80,6 +80,25 @@ def test_no_drift_batch_is_ok_with_labels_and_performance(trained):
     assert len(page) - len(summary) > 10 * len(summary)  # Evidently's per-column report follows the summary
 
 
+def test_label_free_estimate_next_to_the_realized_metric(trained):
+    """The champion's calibration travels with the registered (hash-verified) model; the monitor reports the CBPE
+    estimate with its interval, the realized AUC next to it when labels arrive, and charts both in MLflow."""
+    p, client, champion = trained
+    assert champion.model.calibration and champion.reference_se > 0
+    batch_id, df = loop.read_batch(_month(seed=13, covariate_shift=1.0), p)
+    r = _monitor(trained, batch_id, df)
+    est = r["estimated_performance"]
+    assert est["roc_auc_low"] < est["roc_auc"] < est["roc_auc_high"]
+    assert est["realized_roc_auc"] == r["performance"]["metrics"]["roc_auc"]
+    assert abs(est["error"]) < 0.04  # 2,000 rows: the realized AUC itself scatters by ~0.015
+    metrics = client.get_run(r["mlflow_run_id"]).data.metrics
+    assert metrics["est_roc_auc"] == pytest.approx(est["roc_auc"]) and "perf_roc_auc" in metrics
+    # without labels: the estimate alone, and no realized metric
+    r = _monitor(trained, "unlabeled-estimate", df.drop(columns=["default"]))
+    assert r["estimated_performance"]["roc_auc"] == pytest.approx(est["roc_auc"])
+    assert "realized_roc_auc" not in r["estimated_performance"] and "performance" not in r
+
+
 def test_covariate_shift_is_flagged(trained):
     p, *_ = trained
     batch_id, df = loop.read_batch(_month(covariate_shift=1.5), p)
