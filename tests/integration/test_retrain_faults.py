@@ -28,7 +28,14 @@ def proj(tmp_path_factory) -> Path:
     proj = tmp_path_factory.mktemp("faults") / "proj"
     proj.mkdir()
     copy_project_files(proj)
-    overrides = {"monitor.cooldown_batches": 0, "tune.n_trials": 2, "simulate.n_rows": 3000}
+    # every case retrains on the same kind of drifted batch: with the default `monitor.reference: recent`, a
+    # retrained champion's reference would be that drift (absorbed), and the next case's batch would not retrain
+    overrides = {
+        "monitor.cooldown_batches": 0,
+        "monitor.reference": "all",
+        "tune.n_trials": 2,
+        "simulate.n_rows": 3000,
+    }
     write_params(proj / "params.yaml", small_params(proj, **overrides))
     (proj / ".gitignore").write_text("mlflow.db\nmlartifacts/\nreports/monitoring/\nreports/alerts.jsonl\n")
     for cmd in (
