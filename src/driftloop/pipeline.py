@@ -138,6 +138,16 @@ def _prepared(params: Params, splits: dict[str, pd.DataFrame]):
     return task, enc, X_train, enc.encode(splits["train"][target]), X_valid, enc.encode(splits["valid"][target])
 
 
+def fold_keys(params: Params, splits: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """``groups`` / ``times`` for the tune stage's CV folds (train rows then valid rows), from split.group_column
+    and split.time_column: a group never straddles folds; time-ordered folds validate on later rows."""
+    out: dict[str, Any] = {}
+    for key, column in (("groups", params.split.group_column), ("times", params.split.time_column)):
+        if column:
+            out[key] = pd.concat([splits["train"][column], splits["valid"][column]], ignore_index=True).to_numpy()
+    return out
+
+
 def champion_params(client, params: Params) -> list[dict]:
     """The current champion's tuned parameters, for warm start (empty when there is none)."""
     from driftloop.register import CHAMPION, current_version
@@ -243,6 +253,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             study_name=name,
             warm_start=lambda: mlflow_side.result()[3],  # enqueued after the first trial: still trial 1
             callbacks=callbacks,
+            **fold_keys(params, splits),
         )
         if logger is not None:
             logger.close()
@@ -266,6 +277,10 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "metric": result.metric,
             "n_trials": params.tune.n_trials,
             "storage": params.tune.storage.split("://")[0],
+            "sampler": params.tune.sampler,
+            "validation": result.validation,
+            "timeout_seconds": result.timeout_seconds,
+            "refit_rounds": result.refit_rounds,
         },
         metrics={
             "best_score": result.best_value,
@@ -276,6 +291,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "seconds": result.seconds,
         },
     )
+    client.log_dict(run_id, tune_module.describe_space(params.tune), "search_space.json")
     _log_study_plots(client, run_id, result.study)
     client.set_terminated(run_id)
     _write_json(
@@ -283,6 +299,8 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "best_params": result.best_params,
             "lgb_params": result.lgb_params,
             "best_iteration": result.best_iteration,
+            "refit_rounds": result.refit_rounds,
+            "validation": result.validation,
             "metric": result.metric,
             "best_value": result.best_value,
             "task": task,
@@ -296,6 +314,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "n_complete": result.n_complete,
             "n_pruned": result.n_pruned,
             "seconds": round(result.seconds, 2),
+            "timeout_seconds": result.timeout_seconds,
         },
         report,
     )
@@ -324,6 +343,7 @@ def run_tune_worker(params: Params, split_dir: str, worker_index: int | None = N
         study_name=name,
         worker_index=worker_index,
         trial_point=WORKER_TRIAL,
+        **fold_keys(params, splits),
     )
     return result.n_complete + result.n_pruned
 
@@ -370,7 +390,9 @@ def run_train(
     n_test = count_rows(split_paths(split_dir)["test"])
     best = json.loads(Path(tuned).read_text())
     task = infer_task(splits["train"][params.base.target], params.base.task)
-    result = train(splits["train"], splits["valid"], params, task, best["lgb_params"])
+    result = train(
+        splits["train"], splits["valid"], params, task, best["lgb_params"], refit_rounds=best.get("refit_rounds")
+    )
     report = json.loads(Path(validation).read_text()) if Path(validation).exists() else {}
     result.model.ignored = list(report.get("dropped_columns", []))
     _atomic_pickle(result.model, model_out)
@@ -394,6 +416,10 @@ def run_train(
             **lgb_logged,
             "algorithm": "lightgbm",
             "num_trees": result.model.booster.num_trees(),
+            "best_iteration": result.best_iteration,
+            "refit": params.train.refit,
+            "refit_rounds": result.refit_rounds,
+            "rows.fit": result.fit_rows,
             "threshold": result.model.threshold,
             "target": params.base.target,
             "task": task,

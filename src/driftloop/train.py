@@ -1,6 +1,8 @@
-"""Train stage: refit LightGBM with the tuned parameters (trees from early stopping on the
-validation split), pick the binary decision threshold on validation data, and fit the
-baselines (dummy, logistic/linear regression) on the same split.
+"""Train stage: fit LightGBM with the tuned parameters on the train split (trees from early stopping on
+the validation split), pick the binary decision threshold and the calibration on its validation scores,
+then (``train.refit``) refit the same configuration on train + valid with the tuned rounds scaled to the
+larger data: that refit is the model evaluated, gated and registered. The baselines (dummy; logistic
+regression or Ridge) are fitted the same way, validated on the split and refit on train + valid.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ class TrainResult:
     model: DriftloopModel
     baselines: dict[str, dict[str, Any]]  # name -> {estimator (on preprocessed features), threshold}
     valid_metrics: dict[str, dict[str, float]]  # model name -> metrics on the validation split
+    # the trees of the model fitted on train (early stopping) and of the final model (refit: rounds scaled)
+    best_iteration: int = 0
+    refit_rounds: int | None = None  # None: no refit (train.refit false)
+    fit_rows: int = 0  # rows the final model was fitted on
 
 
 def feature_frame(df: pd.DataFrame, params: Params) -> pd.DataFrame:
@@ -40,6 +46,13 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, how: str) -> float:
     precision, recall, thr = precision_recall_curve(y, p)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(thr[np.argmax(f1[:-1])]) if len(thr) else 0.5
+
+
+def baseline_name(task: str, name: str) -> str:
+    """The name a configured baseline is reported under: what is fitted (logistic regression or Ridge)."""
+    if name in ("linear", "logistic", "ridge"):
+        return "ridge" if task == "regression" else "logistic"
+    return name
 
 
 def baseline_estimators(task: str, names: list[str], pre: Preprocessor, seed: int) -> dict[str, Any]:
@@ -66,14 +79,14 @@ def baseline_estimators(task: str, names: list[str], pre: Preprocessor, seed: in
         ]
     )
     out: dict[str, Any] = {}
-    for name in names:
+    for configured in names:
+        name = baseline_name(task, configured)
         if name == "dummy":
             out[name] = DummyRegressor() if task == "regression" else DummyClassifier(strategy="prior")
-        elif name in ("logistic", "linear"):
-            if task == "regression":
-                out[name] = make_pipeline(linear_prep, Ridge(alpha=1.0))
-            else:
-                out[name] = make_pipeline(linear_prep, LogisticRegression(max_iter=500, random_state=seed))
+        elif name == "ridge":
+            out[name] = make_pipeline(linear_prep, Ridge(alpha=1.0))
+        else:
+            out[name] = make_pipeline(linear_prep, LogisticRegression(max_iter=500, random_state=seed))
     return out
 
 
@@ -97,9 +110,19 @@ def train(
     params: Params,
     task: str,
     lgb_params: dict[str, Any],
+    *,
+    refit_rounds: int | None = None,
+    weight: np.ndarray | None = None,
+    valid_weight: np.ndarray | None = None,
 ) -> TrainResult:
+    """Fit, validate and (``train.refit``) refit on train + valid; see the module docstring.
+
+    ``refit_rounds``: the tune stage's rounds for train + valid (cross-validated: the folds' best iteration
+    scaled from the fold size); None: this fit's early-stopped rounds scaled by (train + valid) / train rows.
+    ``weight`` / ``valid_weight``: optional per-row sample weights of the train / valid rows.
+    """
     from driftloop.evaluate import compute_metrics
-    from driftloop.tune import fit_booster, make_datasets
+    from driftloop.tune import fit_booster, full_dataset, make_datasets
 
     target = params.base.target
     vp = params.validate_params
@@ -112,11 +135,14 @@ def train(
     )
     X_train = pre.fit_transform(feature_frame(train_df, params))
     X_valid = pre.transform(feature_frame(valid_df, params))
-    dtrain, dvalid = make_datasets(X_train, y_train, X_valid, y_valid, params.tune)
+    max_bin = lgb_params.get("max_bin")
+    dtrain, dvalid = make_datasets(X_train, y_train, X_valid, y_valid, params.tune, max_bin, weight, valid_weight)
     booster = fit_booster(lgb_params, dtrain, dvalid, params.tune)
     best_iteration = booster.best_iteration or booster.current_iteration()
     booster = booster.__class__(model_str=booster.model_to_string(num_iteration=best_iteration))
     model = DriftloopModel(pre, booster, encoder, target, best_iteration=None)
+    # the threshold, the calibration and the validation metrics come from this train-only model's scores on
+    # rows it never saw; the refit below sees them, so its own validation scores would be in-sample
     valid_scores = model.predict_scores(valid_df)
     if task == "binary":
         model.threshold = choose_threshold(y_valid, valid_scores, params.train.threshold_metric)
@@ -125,20 +151,48 @@ def train(
 
             model.calibration = Calibration.fit(y_valid, valid_scores).to_dict()
     valid_metrics = {"lightgbm": compute_metrics(task, y_valid, valid_scores, model.threshold)}
+    rounds, fit_rows = None, len(X_train)
+    X_all = y_all = w_all = None
+    if params.train.refit:
+        X_all = pd.concat([X_train, X_valid])
+        y_all = np.concatenate([y_train, y_valid])
+        w_all = None if weight is None else np.concatenate([weight, _ones_if_none(valid_weight, len(y_valid))])
+        rounds = refit_rounds or max(1, round(best_iteration * len(X_all) / max(len(X_train), 1)))
+        model.booster = refit_booster(lgb_params, full_dataset(X_all, y_all, params.tune, max_bin, w_all), rounds)
+        fit_rows = len(X_all)
     baselines = {}
-    # baselines are reference points: fit them on at most train.baseline_max_rows rows (seeded), which keeps a
-    # 10M-row training under the memory budget (one-hot logistic regression on all rows needs ~12 GiB)
-    Xb, yb = X_train, y_train
-    if len(X_train) > params.train.baseline_max_rows:
-        idx = np.random.default_rng(params.base.seed).choice(
-            len(X_train), params.train.baseline_max_rows, replace=False
-        )
-        idx.sort()
-        Xb, yb = X_train.iloc[idx], y_train[idx]
     for name, est in baseline_estimators(task, params.train.baselines, pre, params.base.seed).items():
-        est.fit(_for_sklearn(Xb), yb)
+        _fit_sample(est, X_train, y_train, params, weight)
         scores = baseline_scores(est, X_valid, task)
         threshold = choose_threshold(y_valid, scores, params.train.threshold_metric) if task == "binary" else None
-        baselines[name] = {"estimator": est, "threshold": threshold}
         valid_metrics[name] = compute_metrics(task, y_valid, scores, threshold)
-    return TrainResult(model, baselines, valid_metrics)
+        if params.train.refit:  # refit on train + valid like the model it is compared with
+            _fit_sample(est, X_all, y_all, params, w_all)
+        baselines[name] = {"estimator": est, "threshold": threshold}
+    return TrainResult(model, baselines, valid_metrics, int(best_iteration), rounds, fit_rows)
+
+
+def refit_booster(lgb_params: dict[str, Any], data, rounds: int):
+    """LightGBM fitted on ``data`` for exactly ``rounds`` rounds (no validation set, no early stopping)."""
+    import lightgbm as lgb
+
+    return lgb.train(lgb_params, data, num_boost_round=int(rounds))
+
+
+def _ones_if_none(w: np.ndarray | None, n: int) -> np.ndarray:
+    return np.ones(n) if w is None else w
+
+
+def _fit_sample(est, X: pd.DataFrame, y: np.ndarray, params: Params, weight: np.ndarray | None) -> None:
+    """Fit a baseline on at most ``train.baseline_max_rows`` rows (a seeded sample): baselines are reference
+    points, and that keeps a 10M-row training under the memory budget (one-hot logistic regression on all rows
+    needs ~12 GiB)."""
+    if len(X) > params.train.baseline_max_rows:
+        idx = np.random.default_rng(params.base.seed).choice(len(X), params.train.baseline_max_rows, replace=False)
+        idx.sort()
+        X, y = X.iloc[idx], y[idx]
+        weight = None if weight is None else weight[idx]
+    kwargs = {}
+    if weight is not None:
+        kwargs[f"{est.steps[-1][0]}__sample_weight" if hasattr(est, "steps") else "sample_weight"] = weight
+    est.fit(_for_sklearn(X), y, **kwargs)
