@@ -124,7 +124,8 @@ def test_each_sampler_searches_the_space_and_is_seeded(sampler):
         assert space.learning_rate[0] <= t["learning_rate"] <= space.learning_rate[1]
         assert t["max_bin"] in space.max_bin
     assert runs[0].best_params.keys() == LGBM_DEFAULTS.keys()
-    other = tune(*data, "binary", 2, p.model_copy(update={"base": p.base.model_copy(update={"seed": 7})}), study_name="o")
+    reseeded = p.model_copy(update={"base": p.base.model_copy(update={"seed": 7})})
+    other = tune(*data, "binary", 2, reseeded, study_name="o")
     assert [t.params for t in other.study.trials] != first
 
 
