@@ -191,7 +191,7 @@ class TuneParams(_Section):
     report_every: int = Field(5, ge=1)
     n_startup_trials: int = Field(8, ge=1)
     warm_start: bool = True
-    num_threads: int = Field(0, ge=0)
+    num_threads: int = Field(0, ge=0)  # 0: one thread below 20,000 train+valid rows, all cores above
     max_bin: int = Field(255, ge=15, le=1023)  # the default trial's (and an unsearched) max_bin
 
     @property

@@ -215,6 +215,19 @@ def grid_size(tp: TuneParams) -> int:
     return n
 
 
+# tune.num_threads: 0 (auto) fits on one thread below this many train+valid rows: there LightGBM's OpenMP threads
+# wait on each other more than they share work, and on a loaded machine far more (a 5-fold CV on 569 rows: 2 s on
+# one thread, 44-72 s on both cores at load 9; benchmarks/README.md)
+SINGLE_THREAD_MAX_ROWS = 20_000
+
+
+def effective_threads(tp: TuneParams, n_rows: int) -> int:
+    """``tune.num_threads`` for data of ``n_rows`` rows: as set, or (0) one thread on small data, else all cores."""
+    if tp.num_threads:
+        return tp.num_threads
+    return 1 if n_rows < SINGLE_THREAD_MAX_ROWS else 0
+
+
 def auto_timeout(n_rows: int, n_columns: int) -> float:
     """``tune.timeout_seconds: auto``: 30 s plus 50 s per million cells of train+valid, at most 600 s.
 
@@ -794,6 +807,7 @@ def tune(
     direction = "maximize" if HIGHER_BETTER[metric] else "minimize"
     fixed = fixed_params(task, n_classes, tp, seed)
     y_all = np.concatenate([y_train, y_valid])
+    fixed["num_threads"] = effective_threads(tp, len(y_all))
     plan = validation_plan(tp, task, y_all, len(y_train), seed, groups, times)
     pruning = pruning_on(tp, plan.folds is not None)
     timeout = resolve_timeout(tp, len(y_all), X_train.shape[1])
@@ -920,7 +934,7 @@ def tune(
     best_iteration = int(best.user_attrs.get("best_iteration", tp.max_rounds))
     return TuneResult(
         best_params=best_params,
-        lgb_params=lgb_params(task, n_classes, tp, seed, best_params),
+        lgb_params={**fixed, **best_params},
         best_value=float(best.value),
         best_iteration=best_iteration,
         metric=metric,
