@@ -235,6 +235,14 @@ class TrainParams(_Section):
     # refit the tuned LightGBM on train + valid with the tuned rounds scaled to the larger data (driftloop.train);
     # false: the model fitted on train with early stopping on valid (the validation metrics' model)
     refit: bool = True
+    # none; balanced: binary scale_pos_weight = negatives/positives, multiclass rows weighted n/(k * n_class);
+    # auto: binary with a minority share below minority_share_auto: scale_pos_weight searched in [1, neg/pos]
+    class_weight: Literal["none", "balanced", "auto"] = "auto"
+    # compared with the tuned LightGBM on the validation split (driftloop.train.select); the best of lightgbm and
+    # linear (stored as JSON coefficients) is the model; hist_gradient_boosting is compared only (scikit-learn can
+    # store it only by pickle, which driftloop never loads)
+    candidates: list[Literal["linear", "hist_gradient_boosting"]] = ["linear", "hist_gradient_boosting"]
+    minority_share_auto: float = Field(0.2, gt=0, le=0.5)
     threshold_metric: Literal["f1", "youden"] = "f1"
     baseline_max_rows: int = Field(500_000, ge=1_000)  # baselines are fitted on a seeded sample above this
 

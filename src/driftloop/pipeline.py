@@ -406,7 +406,8 @@ def run_train(
         f"{tracking.TAG}tune_run_id": best.get("tune_run_id", ""),
         f"{tracking.TAG}task": task,
     }
-    run = tracking.start_run(client, params, run_name="lightgbm", tags={**tags, f"{tracking.TAG}algorithm": "lightgbm"})
+    algorithm = result.model.algorithm  # the algorithm selection's choice (driftloop.train.select)
+    run = tracking.start_run(client, params, run_name=algorithm, tags={**tags, f"{tracking.TAG}algorithm": algorithm})
     run_id = run.info.run_id
     lgb_logged = {f"lgb.{k}": json.dumps(v) for k, v in best["lgb_params"].items()}
     tracking.log_batch(
@@ -414,7 +415,7 @@ def run_train(
         run_id,
         params={
             **lgb_logged,
-            "algorithm": "lightgbm",
+            "algorithm": algorithm,
             "num_trees": result.model.booster.num_trees(),
             "best_iteration": result.best_iteration,
             "refit": params.train.refit,
@@ -427,8 +428,10 @@ def run_train(
             "rows.valid": len(splits["valid"]),
             "rows.test": n_test,
         },
-        metrics={f"valid_{k}": v for k, v in result.valid_metrics["lightgbm"].items()},
+        metrics={f"valid_{k}": v for k, v in result.valid_metrics[_selected_name(result)].items()},
     )
+    if result.selection:
+        client.log_table(run_id, pd.DataFrame(result.selection), "algorithm_selection_valid.json")
     if report:
         client.log_dict(run_id, report, "validation.json")
         tracking.log_batch(client, run_id, metrics={"validation_warnings": report.get("n_warnings", 0)})
@@ -458,6 +461,11 @@ def run_train(
     # model is byte-identical to the last one, which left this run RUNNING forever (found by bench_faults)
     client.set_terminated(run_id)
     return {"valid": result.valid_metrics, **info}
+
+
+def _selected_name(result) -> str:
+    """The selected model's row in ``valid_metrics`` (lightgbm, or the linear model's baseline name)."""
+    return next((r["model"] for r in result.selection if r["selected"]), "lightgbm")
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -7,7 +7,7 @@ regression or Ridge) are fitted the same way, validated on the split and refit o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ class TrainResult:
     best_iteration: int = 0
     refit_rounds: int | None = None  # None: no refit (train.refit false)
     fit_rows: int = 0  # rows the final model was fitted on
+    selection: list[dict[str, Any]] = field(default_factory=list)  # algorithm selection table (validation split)
 
 
 def feature_frame(df: pd.DataFrame, params: Params) -> pd.DataFrame:
@@ -56,37 +57,19 @@ def baseline_name(task: str, name: str) -> str:
 
 
 def baseline_estimators(task: str, names: list[str], pre: Preprocessor, seed: int) -> dict[str, Any]:
-    from sklearn.compose import ColumnTransformer
+    """The configured baselines: a prior/mean dummy, and the regularized linear model of ``driftloop.linear``
+    (median imputation + missing indicators, standardised, one-hot on the 30 most frequent categories)."""
     from sklearn.dummy import DummyClassifier, DummyRegressor
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    cats = pre.categorical_features
-    nums = [f for f in pre.feature_names if f not in cats]
-    linear_prep = ColumnTransformer(
-        [
-            ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), nums),
-            (
-                "cat",
-                make_pipeline(
-                    SimpleImputer(strategy="constant", fill_value="__missing__"),
-                    OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=30, sparse_output=False),
-                ),
-                cats,
-            ),
-        ]
-    )
+    from driftloop.linear import LinearModel
+
     out: dict[str, Any] = {}
     for configured in names:
         name = baseline_name(task, configured)
         if name == "dummy":
             out[name] = DummyRegressor() if task == "regression" else DummyClassifier(strategy="prior")
-        elif name == "ridge":
-            out[name] = make_pipeline(linear_prep, Ridge(alpha=1.0))
         else:
-            out[name] = make_pipeline(linear_prep, LogisticRegression(max_iter=500, random_state=seed))
+            out[name] = LinearModel(task, seed=seed)
     return out
 
 
@@ -122,7 +105,7 @@ def train(
     ``weight`` / ``valid_weight``: optional per-row sample weights of the train / valid rows.
     """
     from driftloop.evaluate import compute_metrics
-    from driftloop.tune import fit_booster, full_dataset, make_datasets
+    from driftloop.tune import class_weighting, fit_booster, full_dataset, make_datasets, row_weights
 
     target = params.base.target
     vp = params.validate_params
@@ -135,6 +118,13 @@ def train(
     )
     X_train = pre.fit_transform(feature_frame(train_df, params))
     X_valid = pre.transform(feature_frame(valid_df, params))
+    # train.class_weight: binary weights are in lgb_params (scale_pos_weight, tuned or fixed by the tune stage);
+    # multiclass "balanced" weights rows, as the tune stage did
+    tp = params.train
+    weighting = class_weighting(task, y_train, tp.class_weight, tp.minority_share_auto)
+    weight, valid_weight = row_weights(weighting, y_train, weight), row_weights(weighting, y_valid, valid_weight)
+    if weight is not None and valid_weight is None:
+        valid_weight = np.ones(len(y_valid))
     max_bin = lgb_params.get("max_bin")
     dtrain, dvalid = make_datasets(X_train, y_train, X_valid, y_valid, params.tune, max_bin, weight, valid_weight)
     booster = fit_booster(lgb_params, dtrain, dvalid, params.tune)
@@ -160,16 +150,71 @@ def train(
         rounds = refit_rounds or max(1, round(best_iteration * len(X_all) / max(len(X_train), 1)))
         model.booster = refit_booster(lgb_params, full_dataset(X_all, y_all, params.tune, max_bin, w_all), rounds)
         fit_rows = len(X_all)
-    baselines = {}
-    for name, est in baseline_estimators(task, params.train.baselines, pre, params.base.seed).items():
-        _fit_sample(est, X_train, y_train, params, weight)
+    baselines, linear = {}, None
+    names = list(params.train.baselines) + (["linear"] if "linear" in params.train.candidates else [])
+    for name, est in baseline_estimators(task, names, pre, params.base.seed).items():
+        _fit_sample(est, X_train, y_train, params, weight, (X_valid, y_valid))
         scores = baseline_scores(est, X_valid, task)
         threshold = choose_threshold(y_valid, scores, params.train.threshold_metric) if task == "binary" else None
         valid_metrics[name] = compute_metrics(task, y_valid, scores, threshold)
+        if name != "dummy":
+            linear = (name, est, scores, threshold)
         if params.train.refit:  # refit on train + valid like the model it is compared with
             _fit_sample(est, X_all, y_all, params, w_all)
         baselines[name] = {"estimator": est, "threshold": threshold}
-    return TrainResult(model, baselines, valid_metrics, int(best_iteration), rounds, fit_rows)
+    if "hist_gradient_boosting" in params.train.candidates:
+        valid_metrics["hist_gradient_boosting"] = _hist_gradient_boosting(
+            task, X_train, y_train, X_valid, y_valid, weight, params
+        )
+    selection = select(task, valid_metrics, linear is not None and "linear" in params.train.candidates)
+    if linear is not None and next(r for r in selection if r["selected"])["model"] == linear[0]:
+        name, est, scores, threshold = linear
+        model = DriftloopModel(pre, est, encoder, target, threshold=threshold, algorithm="linear")
+        if task == "binary" and len(np.unique(y_valid)) == 2:
+            from driftloop.calibration import Calibration
+
+            model.calibration = Calibration.fit(y_valid, scores).to_dict()
+    return TrainResult(model, baselines, valid_metrics, int(best_iteration), rounds, fit_rows, selection)
+
+
+def select(task: str, valid_metrics: dict[str, dict[str, float]], linear_selectable: bool) -> list[dict[str, Any]]:
+    """The algorithm selection table: each candidate's validation metrics, whether it can be the registered model
+    (stored without pickle), and the selected one: the best primary metric among the selectable (LightGBM on a tie).
+    """
+    from driftloop.model import HIGHER_IS_BETTER, PRIMARY_METRIC
+
+    metric = PRIMARY_METRIC[task]
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    rows = []
+    for name, metrics in valid_metrics.items():
+        if name == "dummy":
+            continue
+        selectable = name == "lightgbm" or (linear_selectable and name in ("logistic", "ridge"))
+        rows.append({"model": name, "metric": metric, "valid": metrics.get(metric), "selectable": selectable})
+    best = max(
+        (r for r in rows if r["selectable"]),
+        key=lambda r: (sign * r["valid"], r["model"] == "lightgbm"),
+    )
+    for r in rows:
+        r["selected"] = r is best
+    return rows
+
+
+def _hist_gradient_boosting(task, X_train, y_train, X_valid, y_valid, weight, params: Params) -> dict[str, float]:
+    """scikit-learn's HistGradientBoosting (defaults, its own early stopping, native categoricals) on train,
+    scored on valid: compared in the selection table."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from driftloop.evaluate import compute_metrics
+
+    kind = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+    est = kind(categorical_features="from_dtype", random_state=params.base.seed)
+    est.fit(X_train, y_train, sample_weight=weight)
+    scores = baseline_scores(est, X_valid, task) if task == "regression" else est.predict_proba(X_valid)
+    if task == "binary":
+        scores = scores[:, 1]
+    threshold = choose_threshold(y_valid, scores, params.train.threshold_metric) if task == "binary" else None
+    return compute_metrics(task, y_valid, scores, threshold)
 
 
 def refit_booster(lgb_params: dict[str, Any], data, rounds: int):
@@ -183,7 +228,7 @@ def _ones_if_none(w: np.ndarray | None, n: int) -> np.ndarray:
     return np.ones(n) if w is None else w
 
 
-def _fit_sample(est, X: pd.DataFrame, y: np.ndarray, params: Params, weight: np.ndarray | None) -> None:
+def _fit_sample(est, X: pd.DataFrame, y: np.ndarray, params: Params, weight: np.ndarray | None, valid=None) -> None:
     """Fit a baseline on at most ``train.baseline_max_rows`` rows (a seeded sample): baselines are reference
     points, and that keeps a 10M-row training under the memory budget (one-hot logistic regression on all rows
     needs ~12 GiB)."""
@@ -192,7 +237,12 @@ def _fit_sample(est, X: pd.DataFrame, y: np.ndarray, params: Params, weight: np.
         idx.sort()
         X, y = X.iloc[idx], y[idx]
         weight = None if weight is None else weight[idx]
-    kwargs = {}
-    if weight is not None:
-        kwargs[f"{est.steps[-1][0]}__sample_weight" if hasattr(est, "steps") else "sample_weight"] = weight
-    est.fit(_for_sklearn(X), y, **kwargs)
+    from driftloop.linear import LinearModel
+
+    if isinstance(est, LinearModel):
+        if valid is not None:  # the regularization strength is chosen on the validation split
+            est.fit_select(X, y, valid[0], valid[1], weight)
+        else:
+            est.fit(X, y, weight)
+        return
+    est.fit(_for_sklearn(X), y, sample_weight=weight)

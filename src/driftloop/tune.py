@@ -119,20 +119,52 @@ class BackgroundCallback:
             raise self.error
 
 
-def search_space(trial, space: SpaceParams | None = None, grid: dict[str, list] | None = None) -> dict[str, Any]:
+def class_weighting(task: str, y: np.ndarray, how: str, auto_share: float) -> dict[str, Any]:
+    """``train.class_weight`` for labels ``y`` (train rows): ``{"fixed": {...}}`` LightGBM parameters,
+    ``{"search": {name: (low, high)}}`` to tune, ``{"class_weights": array}`` per class code (multiclass), or {}."""
+    if task == "regression" or how == "none":
+        return {}
+    counts = np.bincount(y).astype(float)
+    if task == "binary":
+        ratio = counts[0] / max(counts[1], 1.0)
+        if how == "balanced":
+            return {"fixed": {"scale_pos_weight": float(ratio)}}
+        share = counts.min() / counts.sum()
+        return {"search": {"scale_pos_weight": (1.0, float(ratio))}} if share < auto_share and ratio > 1 else {}
+    if how == "balanced":  # multiclass: rows weighted as scikit-learn's "balanced"
+        return {"class_weights": counts.sum() / (len(counts) * np.maximum(counts, 1.0))}
+    return {}
+
+
+def row_weights(weighting: dict[str, Any], y: np.ndarray, weight: np.ndarray | None) -> np.ndarray | None:
+    """Sample weights combining the caller's ``weight`` with multiclass class weights (None when neither)."""
+    if "class_weights" not in weighting:
+        return weight
+    w = weighting["class_weights"][y]
+    return w if weight is None else w * weight
+
+
+def search_space(
+    trial,
+    space: SpaceParams | None = None,
+    grid: dict[str, list] | None = None,
+    extra: dict[str, tuple[float, float]] | None = None,
+) -> dict[str, Any]:
     """The trial's LightGBM parameters: every key of ``LGBM_DEFAULTS``.
 
     ``space`` (``tune.space``) gives the bounds; a parameter whose low equals its high is fixed, not suggested.
     With ``grid`` (``tune.sampler: grid``) only the grid's parameters are suggested, from its value lists; the
-    rest keep LightGBM's defaults.
+    rest keep LightGBM's defaults. ``extra``: more parameters searched log-uniformly (``scale_pos_weight``).
     """
+    out = {}
+    for name, (low, high) in (extra or {}).items():
+        out[name] = trial.suggest_float(name, low, high, log=True)
     if grid:
-        out = dict(LGBM_DEFAULTS)
+        out.update(LGBM_DEFAULTS)
         for name, values in grid.items():
             out[name] = trial.suggest_categorical(name, [_cast(name, v) for v in values])
         return out
     space = space or SpaceParams()
-    out = {}
     for name in LGBM_DEFAULTS:
         bounds = getattr(space, name)
         if name == "max_bin":
@@ -808,6 +840,12 @@ def tune(
     fixed = fixed_params(task, n_classes, tp, seed)
     y_all = np.concatenate([y_train, y_valid])
     fixed["num_threads"] = effective_threads(tp, len(y_all))
+    weighting = class_weighting(task, y_train, params.train.class_weight, params.train.minority_share_auto)
+    fixed.update(weighting.get("fixed", {}))
+    train_weight = row_weights(weighting, y_train, train_weight)
+    valid_weight = row_weights(weighting, y_valid, valid_weight)
+    if train_weight is not None and valid_weight is None:
+        valid_weight = np.ones(len(y_valid))
     plan = validation_plan(tp, task, y_all, len(y_train), seed, groups, times)
     pruning = pruning_on(tp, plan.folds is not None)
     timeout = resolve_timeout(tp, len(y_all), X_train.shape[1])
@@ -876,7 +914,7 @@ def tune(
                     deferred.append(warm_start)
 
         def objective(trial) -> float:
-            tuned = search_space(trial, tp.space, grid)
+            tuned = search_space(trial, tp.space, grid, weighting.get("search"))
             fault_point(trial_point)
             cb = [_metric_callback(trial, metric, tp.report_every)] if pruning else []
             start = time.perf_counter()

@@ -213,3 +213,87 @@ def test_train_accepts_sample_weights():
     weighted = train(train_df, valid_df, p, "binary", hp, weight=w)
     X = valid_df.drop(columns="y")
     assert not np.allclose(plain.model.predict_scores(X), weighted.model.predict_scores(X))
+
+
+# ------------------------------------------------------------------ class weights
+def test_class_weighting_by_params():
+    from driftloop.tune import class_weighting, row_weights
+
+    y = np.r_[np.zeros(95, int), np.ones(5, int)]
+    assert class_weighting("binary", y, "balanced", 0.2) == {"fixed": {"scale_pos_weight": 19.0}}
+    assert class_weighting("binary", y, "auto", 0.2) == {"search": {"scale_pos_weight": (1.0, 19.0)}}
+    assert class_weighting("binary", np.tile([0, 1], 50), "auto", 0.2) == {}  # balanced data: nothing
+    assert class_weighting("binary", y, "none", 0.2) == {} and class_weighting("regression", y, "balanced", 0.2) == {}
+    multi = class_weighting("multiclass", np.r_[np.zeros(60, int), np.ones(30, int), np.full(10, 2)], "balanced", 0.2)
+    np.testing.assert_allclose(multi["class_weights"], [100 / 180, 100 / 90, 100 / 30])
+    np.testing.assert_allclose(row_weights(multi, np.array([2, 0]), np.array([2.0, 1.0])), [200 / 30, 100 / 180])
+
+
+def test_auto_class_weight_searches_scale_pos_weight_on_imbalanced_data():
+    X_tr, y_tr, X_va, y_va = _data(800)
+    rare = lambda y, X: (y & (X["x2"].to_numpy() > 0.8)).astype(int)  # noqa: E731 - ~10 % positives
+    y_tr, y_va = rare(y_tr, X_tr), rare(y_va, X_va)
+    p = _params(n_trials=6, cv_folds=0).model_copy(
+        update={"train": Params().train.model_copy(update={"class_weight": "auto"})}
+    )
+    result = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p, study_name="cw")
+    ratio = (y_tr == 0).sum() / (y_tr == 1).sum()
+    values = [t.params["scale_pos_weight"] for t in result.study.trials]
+    assert all(1.0 <= v <= ratio for v in values) and len(set(values)) == 6
+    assert "scale_pos_weight" in result.lgb_params
+    p_none = p.model_copy(update={"train": p.train.model_copy(update={"class_weight": "none"})})
+    result = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p_none, study_name="cw0")
+    assert "scale_pos_weight" not in result.lgb_params
+
+
+# ------------------------------------------------------------------ algorithm selection
+def _linear_frames(n: int = 500, seed: int = 3):
+    """A target linear in the features (a logistic model's home ground), with a categorical and missing values."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(4)})
+    df["city"] = rng.choice(["a", "b", "c"], size=n)
+    margin = df["x0"] - df["x1"] + 0.5 * df["x2"] + (df["city"] == "b") * 0.8
+    df["y"] = (margin + rng.logistic(scale=0.3, size=n) > 0).astype(int)
+    df.loc[rng.choice(n, 40, replace=False), "x3"] = np.nan
+    cut = int(n * 0.7)
+    return df.iloc[:cut].reset_index(drop=True), df.iloc[cut:].reset_index(drop=True)
+
+
+def test_linear_model_wins_on_linear_data_and_is_stored_as_json(tmp_path):
+    from driftloop import artifacts
+    from driftloop.linear import LinearModel
+    from driftloop.train import train
+
+    p = _params(cv_folds=0)
+    train_df, valid_df = _linear_frames()
+    result = train(train_df, valid_df, p, "binary", lgb_params("binary", 2, p.tune, 0, dict(LGBM_DEFAULTS)))
+    table = {r["model"]: r for r in result.selection}
+    assert set(table) == {"lightgbm", "logistic", "hist_gradient_boosting"}
+    assert not table["hist_gradient_boosting"]["selectable"]
+    assert table["logistic"]["selected"] and table["logistic"]["valid"] > table["lightgbm"]["valid"]
+    model = result.model
+    assert model.algorithm == "linear" and isinstance(model.booster, LinearModel)
+    assert 0 < model.threshold < 1 and model.calibration is not None
+    paths = artifacts.write_model_files(model, tmp_path)  # model.json + JSON coefficients: no pickle
+    assert '"format": "driftloop.linear/1"' in (tmp_path / "booster.txt").read_text()
+    again = artifacts.read_model_files(paths["model_json"], paths["booster"])
+    raw = valid_df.drop(columns="y")
+    pd.testing.assert_frame_equal(again.predict_frame(raw), model.predict_frame(raw))
+    contrib = model.booster.predict(model.features(raw), pred_contrib=True)  # SHAP plot: exact for a linear model
+    np.testing.assert_allclose(contrib.sum(axis=1), model.booster.predict(model.features(raw), raw_score=True))
+    assert list(model.feature_importance().index[:2]) != ["x3", "x3"]
+
+
+def test_lightgbm_stays_on_a_tie_and_without_linear_candidate():
+    from driftloop.train import select, train
+
+    tie = {"lightgbm": {"roc_auc": 0.8}, "logistic": {"roc_auc": 0.8}, "dummy": {"roc_auc": 0.5}}
+    assert [r["model"] for r in select("binary", tie, True) if r["selected"]] == ["lightgbm"]
+    rmse = {"lightgbm": {"rmse": 2.0}, "ridge": {"rmse": 1.5}}
+    assert [r["model"] for r in select("regression", rmse, True) if r["selected"]] == ["ridge"]
+    assert [r["model"] for r in select("regression", rmse, False) if r["selected"]] == ["lightgbm"]
+    p = _params(cv_folds=0)
+    p = p.model_copy(update={"train": p.train.model_copy(update={"candidates": []})})
+    train_df, valid_df = _linear_frames()
+    result = train(train_df, valid_df, p, "binary", lgb_params("binary", 2, p.tune, 0, dict(LGBM_DEFAULTS)))
+    assert result.model.algorithm == "lightgbm" and "logistic" in result.baselines  # still a baseline
