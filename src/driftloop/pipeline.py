@@ -176,7 +176,18 @@ def study_name(params: Params, train_path: Path) -> str:
     budget = {"n_trials", "timeout_seconds", "storage", "study_name", "num_threads"}
     objective = {k: v for k, v in params.tune.model_dump(mode="json").items() if k not in budget}
     key = json.dumps(
-        [params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"), objective],
+        [
+            params.base.seed,
+            params.base.target,
+            params.base.task,
+            params.features.model_dump(mode="json"),
+            objective,
+            *(
+                [params.train.class_weight, params.train.minority_share_auto]
+                if params.train.class_weight != "none"
+                else []
+            ),
+        ],
         sort_keys=True,
     )
     return f"{params.base.experiment}-{md5_file(train_path)[:10]}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"
