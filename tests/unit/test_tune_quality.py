@@ -297,3 +297,36 @@ def test_lightgbm_stays_on_a_tie_and_without_linear_candidate():
     train_df, valid_df = _linear_frames()
     result = train(train_df, valid_df, p, "binary", lgb_params("binary", 2, p.tune, 0, dict(LGBM_DEFAULTS)))
     assert result.model.algorithm == "lightgbm" and "logistic" in result.baselines  # still a baseline
+
+
+def test_fold_keys_come_from_the_split_columns_and_the_grid_is_described():
+    from driftloop.pipeline import fold_keys
+
+    p = Params.model_validate({"split": {"group_column": "customer", "time_column": "day"}})
+    splits = {
+        "train": pd.DataFrame({"customer": [1, 2], "day": pd.to_datetime(["2024-01-01", "2024-01-03"])}),
+        "valid": pd.DataFrame({"customer": [3], "day": pd.to_datetime(["2024-01-02"])}),
+    }
+    keys = fold_keys(p, splits)
+    assert list(keys["groups"]) == [1, 2, 3] and len(keys["times"]) == 3
+    assert fold_keys(Params(), splits) == {}
+    grid = describe_space(TuneParams(sampler="grid", grid={"num_leaves": [15, 31]}))
+    assert grid["space"] == {"num_leaves": {"grid": [15, 31]}} and grid["fixed"]["learning_rate"] == 0.1
+
+
+def test_multiclass_balanced_class_weights_train():
+    from driftloop.train import train
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.normal(size=600), "z": rng.normal(size=600)})
+    df["y"] = np.select([df["x"] > 1.2, df["x"] > 0], ["rare", "mid"], "low")
+    p = _params(cv_folds=0).model_copy(
+        update={"train": Params().train.model_copy(update={"class_weight": "balanced", "candidates": []})}
+    )
+    hp = lgb_params("multiclass", 3, p.tune, 0, dict(LGBM_DEFAULTS))
+    weighted = train(df.iloc[:450], df.iloc[450:], p, "multiclass", hp).model
+    p_none = p.model_copy(update={"train": p.train.model_copy(update={"class_weight": "none"})})
+    plain = train(df.iloc[:450], df.iloc[450:], p_none, "multiclass", hp).model
+    rare = weighted.encoder.classes.index("rare")
+    X = df.iloc[450:]
+    assert weighted.predict_scores(X)[:, rare].mean() > plain.predict_scores(X)[:, rare].mean()
