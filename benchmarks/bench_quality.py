@@ -18,10 +18,15 @@ Tables: datasets shipped inside installed packages that no driftloop code was wr
 (scikit-learn's breast cancer and diabetes, statsmodels' ``fair`` and ``randhie``) and the built-in simulator
 at two sizes. Needs the ``bench`` extra (``pip install -e ".[bench]"``: flaml).
 
+``--imbalance RATE`` runs another comparison instead: the simulator at ``RATE`` positives (e.g. 0.03), driftloop
+with ``train.class_weight: auto`` (``scale_pos_weight`` searched) vs ``none``, the same split and seed, PR AUC and
+ROC AUC on the test split (target: PR AUC at least the unweighted model's).
+
 Usage::
 
     .venv/bin/python benchmarks/bench_quality.py                       # every table, seeds 42 and 7
     .venv/bin/python benchmarks/bench_quality.py --tables cancer,fair --seeds 42 --json out.json
+    .venv/bin/python benchmarks/bench_quality.py --imbalance 0.03 --rows 20000 --seeds 42,7
 """
 
 from __future__ import annotations
@@ -158,6 +163,42 @@ def one(table: str, seed: int, n_trials: int | None) -> dict:
     return out
 
 
+def imbalance(rate: float, rows: int, seed: int) -> dict:
+    """driftloop with train.class_weight auto vs none on a simulated table with ``rate`` positives."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from driftloop.config import Params
+    from driftloop.data.simulate import simulate
+    from driftloop.data.split import split
+    from driftloop.data.validate import validate
+    from driftloop.pipeline import _prepared, fold_keys
+    from driftloop.train import train
+    from driftloop.tune import tune
+
+    raw = simulate(rows, seed=seed, default_rate=rate)
+    out = {"rows": rows, "rate": rate, "seed": seed, "positives": int(raw["default"].sum())}
+    for weighting in ("auto", "none"):
+        params = Params.model_validate(C.derived_params({"base.seed": seed, "train.class_weight": weighting}))
+        clean, _ = validate(raw, params, source="simulate")
+        parts = split(clean, params, "binary")
+        splits = {"train": parts["train"], "valid": parts["valid"]}
+        t0 = time.perf_counter()
+        _, enc, X_tr, y_tr, X_va, y_va = _prepared(params, splits)
+        res = tune(X_tr, y_tr, X_va, y_va, "binary", 2, params, study_name="imb", **fold_keys(params, splits))
+        model = train(parts["train"], parts["valid"], params, "binary", res.lgb_params, refit_rounds=res.refit_rounds)
+        y = model.model.encoder.encode(parts["test"]["default"])
+        scores = model.model.predict_scores(parts["test"])
+        out[weighting] = {
+            "pr_auc": float(average_precision_score(y, scores)),
+            "roc_auc": float(roc_auc_score(y, scores)),
+            "scale_pos_weight": res.lgb_params.get("scale_pos_weight"),
+            "algorithm": model.model.algorithm,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "trials": res.n_complete + res.n_pruned,
+        }
+    return out
+
+
 COLUMNS = ["driftloop", "driftloop_no_refit", "flaml", "lgbm_defaults", "logistic", "ridge"]
 
 
@@ -204,9 +245,25 @@ def main() -> None:
     ap.add_argument("--seeds", default="42,7")
     ap.add_argument("--trials", type=int, default=None, help="tune.n_trials (default: params.yaml's)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--imbalance", type=float, default=None, help="positive rate: class_weight auto vs none")
+    ap.add_argument("--rows", type=int, default=20000, help="--imbalance: simulated rows")
     args = ap.parse_args()
     m = C.machine()
     print(C.machine_line(m), flush=True)
+    if args.imbalance:
+        rows = [imbalance(args.imbalance, args.rows, int(s)) for s in args.seeds.split(",")]
+        for r in rows:
+            a, n = r["auto"], r["none"]
+            print(
+                f"rate {r['rate']}, {r['rows']} rows ({r['positives']} positives), seed {r['seed']}: PR AUC "
+                f"auto {a['pr_auc']:.4f} vs none {n['pr_auc']:.4f} ({a['pr_auc'] - n['pr_auc']:+.4f}); ROC AUC "
+                f"{a['roc_auc']:.4f} vs {n['roc_auc']:.4f}; scale_pos_weight {a['scale_pos_weight']}; "
+                f"models {a['algorithm']} / {n['algorithm']}; {a['seconds']} s / {n['seconds']} s",
+                flush=True,
+            )
+        print(C.machine_line(C.machine()))
+        C.write_json(args.json, {"machine": m, "imbalance": rows})
+        return
     rows = []
     for table in args.tables.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
