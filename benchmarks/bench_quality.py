@@ -106,7 +106,10 @@ def one(table: str, seed: int, n_trials: int | None) -> dict:
     t0 = time.perf_counter()
     task_, enc, X_tr, y_tr, X_va, y_va = _prepared(params, splits)
     res = tune(X_tr, y_tr, X_va, y_va, task, len(enc.classes), params, study_name="q", **fold_keys(params, splits))
-    fitted = train(parts["train"], parts["valid"], params, task, res.lgb_params, refit_rounds=res.refit_rounds)
+    cv = (res.metric, res.best_value) if "CV" in res.validation else None  # as the pipeline's train stage passes it
+    fitted = train(
+        parts["train"], parts["valid"], params, task, res.lgb_params, refit_rounds=res.refit_rounds, tuned_cv=cv
+    )
     seconds = time.perf_counter() - t0
     model = fitted.model
     y_test = model.encoder.encode(test[target])
@@ -123,7 +126,7 @@ def one(table: str, seed: int, n_trials: int | None) -> dict:
         "driftloop": _score(task, y_test, model.scores_from_features(X_test)),
     }
     no_refit = params.model_copy(update={"train": params.train.model_copy(update={"refit": False})})
-    plain = train(parts["train"], parts["valid"], no_refit, task, res.lgb_params)
+    plain = train(parts["train"], parts["valid"], no_refit, task, res.lgb_params, tuned_cv=cv)
     out["driftloop_no_refit"] = _score(task, y_test, plain.model.scores_from_features(X_test))
 
     # FLAML, LightGBM only, the same wall time, on train+valid (the same preprocessed columns)
@@ -185,7 +188,10 @@ def imbalance(rate: float, rows: int, seed: int) -> dict:
         t0 = time.perf_counter()
         _, enc, X_tr, y_tr, X_va, y_va = _prepared(params, splits)
         res = tune(X_tr, y_tr, X_va, y_va, "binary", 2, params, study_name="imb", **fold_keys(params, splits))
-        model = train(parts["train"], parts["valid"], params, "binary", res.lgb_params, refit_rounds=res.refit_rounds)
+        cv = (res.metric, res.best_value) if "CV" in res.validation else None
+        model = train(
+            parts["train"], parts["valid"], params, "binary", res.lgb_params, refit_rounds=res.refit_rounds, tuned_cv=cv
+        )
         y = model.model.encoder.encode(parts["test"]["default"])
         scores = model.model.predict_scores(parts["test"])
         out[weighting] = {

@@ -139,13 +139,10 @@ def _prepared(params: Params, splits: dict[str, pd.DataFrame]):
 
 
 def fold_keys(params: Params, splits: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """``groups`` / ``times`` for the tune stage's CV folds (train rows then valid rows), from split.group_column
-    and split.time_column: a group never straddles folds; time-ordered folds validate on later rows."""
-    out: dict[str, Any] = {}
-    for key, column in (("groups", params.split.group_column), ("times", params.split.time_column)):
-        if column:
-            out[key] = pd.concat([splits["train"][column], splits["valid"][column]], ignore_index=True).to_numpy()
-    return out
+    """``groups`` / ``times`` for the tune stage's CV folds (``driftloop.tune.fold_keys``)."""
+    from driftloop.tune import fold_keys as keys
+
+    return keys(params, splits["train"], splits["valid"])
 
 
 def champion_params(client, params: Params) -> list[dict]:
@@ -401,8 +398,15 @@ def run_train(
     n_test = count_rows(split_paths(split_dir)["test"])
     best = json.loads(Path(tuned).read_text())
     task = infer_task(splits["train"][params.base.target], params.base.task)
+    cross_validated = "CV" in str(best.get("validation", ""))
     result = train(
-        splits["train"], splits["valid"], params, task, best["lgb_params"], refit_rounds=best.get("refit_rounds")
+        splits["train"],
+        splits["valid"],
+        params,
+        task,
+        best["lgb_params"],
+        refit_rounds=best.get("refit_rounds"),
+        tuned_cv=(best["metric"], best["best_value"]) if cross_validated else None,
     )
     report = json.loads(Path(validation).read_text()) if Path(validation).exists() else {}
     result.model.ignored = list(report.get("dropped_columns", []))

@@ -97,12 +97,16 @@ def train(
     refit_rounds: int | None = None,
     weight: np.ndarray | None = None,
     valid_weight: np.ndarray | None = None,
+    tuned_cv: tuple[str, float] | None = None,
 ) -> TrainResult:
     """Fit, validate and (``train.refit``) refit on train + valid; see the module docstring.
 
     ``refit_rounds``: the tune stage's rounds for train + valid (cross-validated: the folds' best iteration
     scaled from the fold size); None: this fit's early-stopped rounds scaled by (train + valid) / train rows.
     ``weight`` / ``valid_weight``: optional per-row sample weights of the train / valid rows.
+    ``tuned_cv``: (LightGBM metric, value) of the tune stage's best trial when it cross-validated: the linear
+    candidate is then cross-validated on the same folds and the selection compares the two CV means (a single
+    small validation split is too noisy to choose by).
     """
     from driftloop.evaluate import compute_metrics
     from driftloop.tune import class_weighting, fit_booster, full_dataset, make_datasets, row_weights
@@ -152,8 +156,15 @@ def train(
         fit_rows = len(X_all)
     baselines, linear = {}, None
     names = list(params.train.baselines) + (["linear"] if "linear" in params.train.candidates else [])
+    cv = None
+    if tuned_cv is not None and "linear" in params.train.candidates:
+        cv = _linear_cv(task, params, train_df, valid_df, X_train, y_train, X_valid, y_valid, weight, tuned_cv)
     for name, est in baseline_estimators(task, names, pre, params.base.seed).items():
-        _fit_sample(est, X_train, y_train, params, weight, (X_valid, y_valid))
+        if cv is not None and name != "dummy":
+            est.strength = cv["strength"]  # chosen on the folds: fitted as is
+            _fit_sample(est, X_train, y_train, params, weight)
+        else:
+            _fit_sample(est, X_train, y_train, params, weight, (X_valid, y_valid))
         scores = baseline_scores(est, X_valid, task)
         threshold = choose_threshold(y_valid, scores, params.train.threshold_metric) if task == "binary" else None
         valid_metrics[name] = compute_metrics(task, y_valid, scores, threshold)
@@ -166,7 +177,8 @@ def train(
         valid_metrics["hist_gradient_boosting"] = _hist_gradient_boosting(
             task, X_train, y_train, X_valid, y_valid, weight, params
         )
-    selection = select(task, valid_metrics, linear is not None and "linear" in params.train.candidates)
+    cv_values = None if cv is None else {"lightgbm": cv["lightgbm"], linear[0]: cv["linear"]}
+    selection = select(task, valid_metrics, linear is not None and "linear" in params.train.candidates, cv_values)
     if linear is not None and next(r for r in selection if r["selected"])["model"] == linear[0]:
         name, est, scores, threshold = linear
         model = DriftloopModel(pre, est, encoder, target, threshold=threshold, algorithm="linear")
@@ -177,9 +189,52 @@ def train(
     return TrainResult(model, baselines, valid_metrics, int(best_iteration), rounds, fit_rows, selection)
 
 
-def select(task: str, valid_metrics: dict[str, dict[str, float]], linear_selectable: bool) -> list[dict[str, Any]]:
+# the tune stage's LightGBM metric -> the primary metric it equals (for the cross-validated selection)
+CV_METRIC = {"auc": "roc_auc", "rmse": "rmse", "multi_logloss": "log_loss", "binary_logloss": "log_loss"}
+
+
+def _linear_cv(task, params, train_df, valid_df, X_train, y_train, X_valid, y_valid, weight, tuned_cv):
+    """The linear candidate cross-validated on the tune stage's folds (``tune.validation_plan`` again: the same
+    seeded folds), each strength of its grid; None when the tune stage did not cross-validate or its metric is
+    not the primary one. Returns the LightGBM and best linear CV means and that strength."""
+    from driftloop.evaluate import compute_metrics
+    from driftloop.linear import ALPHA_GRID, C_GRID, LinearModel
+    from driftloop.model import HIGHER_IS_BETTER, PRIMARY_METRIC
+    from driftloop.tune import fold_keys, validation_plan
+
+    metric = PRIMARY_METRIC[task]
+    if CV_METRIC.get(tuned_cv[0]) != metric:
+        return None
+    y_all = np.concatenate([y_train, y_valid])
+    plan = validation_plan(
+        params.tune, task, y_all, len(y_train), params.base.seed, **fold_keys(params, train_df, valid_df)
+    )
+    if plan.folds is None:
+        return None
+    X_all = pd.concat([X_train, X_valid], ignore_index=True)
+    w_all = None if weight is None else np.concatenate([weight, np.ones(len(y_valid))])
+    best = None
+    for strength in ALPHA_GRID if task == "regression" else C_GRID:
+        values = []
+        for tr, va in plan.folds:
+            m = LinearModel(task, seed=params.base.seed, strength=strength)
+            m.fit(X_all.iloc[tr], y_all[tr], None if w_all is None else w_all[tr])
+            values.append(compute_metrics(task, y_all[va], m.scores(X_all.iloc[va]), None)[metric])
+        mean = float(np.mean(values))
+        if best is None or (mean > best[0] if HIGHER_IS_BETTER[metric] else mean < best[0]):
+            best = (mean, strength)
+    return {"lightgbm": float(tuned_cv[1]), "linear": best[0], "strength": best[1]}
+
+
+def select(
+    task: str,
+    valid_metrics: dict[str, dict[str, float]],
+    linear_selectable: bool,
+    cv: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
     """The algorithm selection table: each candidate's validation metrics, whether it can be the registered model
-    (stored without pickle), and the selected one: the best primary metric among the selectable (LightGBM on a tie).
+    (stored without pickle), and the selected one: the best primary metric among the selectable (LightGBM on a tie),
+    by the cross-validated means ``cv`` when given (LightGBM's and the linear model's), else on the validation split.
     """
     from driftloop.model import HIGHER_IS_BETTER, PRIMARY_METRIC
 
@@ -190,10 +245,14 @@ def select(task: str, valid_metrics: dict[str, dict[str, float]], linear_selecta
         if name == "dummy":
             continue
         selectable = name == "lightgbm" or (linear_selectable and name in ("logistic", "ridge"))
-        rows.append({"model": name, "metric": metric, "valid": metrics.get(metric), "selectable": selectable})
+        row = {"model": name, "metric": metric, "valid": metrics.get(metric), "selectable": selectable}
+        if cv is not None:
+            row["cv"] = cv.get(name)
+        rows.append(row)
+    by = "cv" if cv is not None else "valid"
     best = max(
-        (r for r in rows if r["selectable"]),
-        key=lambda r: (sign * r["valid"], r["model"] == "lightgbm"),
+        (r for r in rows if r["selectable"] and r.get(by) is not None),
+        key=lambda r: (sign * r[by], r["model"] == "lightgbm"),
     )
     for r in rows:
         r["selected"] = r is best

@@ -272,6 +272,16 @@ def resolve_timeout(tp: TuneParams, n_rows: int, n_columns: int) -> float | None
     return auto_timeout(n_rows, n_columns) if tp.timeout_seconds == "auto" else tp.timeout_seconds
 
 
+def fold_keys(params: Params, train_df: pd.DataFrame, valid_df: pd.DataFrame) -> dict[str, Any]:
+    """``groups`` / ``times`` for CV folds (train rows then valid rows), from split.group_column and
+    split.time_column: a group never straddles folds; time-ordered folds validate on later rows."""
+    out: dict[str, Any] = {}
+    for key, column in (("groups", params.split.group_column), ("times", params.split.time_column)):
+        if column:
+            out[key] = pd.concat([train_df[column], valid_df[column]], ignore_index=True).to_numpy()
+    return out
+
+
 @dataclass
 class ValidationPlan:
     """How trials are scored: the validation split (``folds`` None) or k folds over train+valid."""

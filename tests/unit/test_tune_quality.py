@@ -330,3 +330,24 @@ def test_multiclass_balanced_class_weights_train():
     rare = weighted.encoder.classes.index("rare")
     X = df.iloc[450:]
     assert weighted.predict_scores(X)[:, rare].mean() > plain.predict_scores(X)[:, rare].mean()
+
+
+def test_after_a_cross_validated_study_the_selection_compares_cv_means_on_the_same_folds():
+    from driftloop.train import train
+
+    p = _params(cv_folds=3, n_trials=3)
+    train_df, valid_df = _linear_frames()
+    from driftloop.pipeline import _prepared
+
+    _, enc, X_tr, y_tr, X_va, y_va = _prepared(p, {"train": train_df, "valid": valid_df})
+    res = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p, study_name="cvsel")
+    result = train(train_df, valid_df, p, "binary", res.lgb_params, tuned_cv=(res.metric, res.best_value))
+    table = {r["model"]: r for r in result.selection}
+    assert table["lightgbm"]["cv"] == pytest.approx(res.best_value)
+    assert 0.5 < table["logistic"]["cv"] <= 1 and table["hist_gradient_boosting"]["cv"] is None
+    winner = max(("lightgbm", "logistic"), key=lambda m: (table[m]["cv"], m == "lightgbm"))
+    assert table[winner]["selected"]
+    assert result.model.algorithm == ("linear" if winner == "logistic" else "lightgbm")
+    # a metric that is not the primary one (log loss tuned, ROC AUC gated): the validation split decides
+    other = train(train_df, valid_df, p, "binary", res.lgb_params, tuned_cv=("binary_logloss", 0.3))
+    assert all("cv" not in r for r in other.selection)
