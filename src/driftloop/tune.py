@@ -735,6 +735,20 @@ def _metric_callback(trial, metric: str, every: int):
     return callback
 
 
+def _deadline_callback(deadline: float, study):
+    """Stop the trial (as pruned) once the time budget is spent, provided a trial has completed: a slow
+    configuration (a small learning rate, 1,000 rounds) started just before the deadline does not run past it."""
+    import optuna
+    from optuna.trial import TrialState
+
+    def callback(env) -> None:
+        if time.perf_counter() > deadline and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise optuna.TrialPruned("the time budget (tune.timeout_seconds) ran out")
+
+    callback.order = 26
+    return callback
+
+
 @dataclass
 class TuneResult:
     best_params: dict[str, Any]  # tuned keys only
@@ -927,6 +941,8 @@ def tune(
             tuned = search_space(trial, tp.space, grid, weighting.get("search"))
             fault_point(trial_point)
             cb = [_metric_callback(trial, metric, tp.report_every)] if pruning else []
+            if timeout is not None:
+                cb.append(_deadline_callback(study_start + timeout, study))
             start = time.perf_counter()
             data = data_for(tuned["max_bin"])
             if plan.folds is not None:
@@ -952,7 +968,7 @@ def tune(
 
         budget = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
         owner = process_identity()
-        start = time.perf_counter()
+        start = study_start = time.perf_counter()
         while timeout is None or time.perf_counter() - start < timeout:
             with lock:  # check-and-ask: no two processes take the last place of the budget
                 if len(study.get_trials(deepcopy=False, states=budget)) >= n_trials:

@@ -3,6 +3,8 @@ final refit on train+valid: real Optuna and LightGBM on a few hundred rows."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -158,7 +160,30 @@ def test_time_budget_stops_the_study_and_auto_scales_with_the_data():
     p = _params(n_trials=500, timeout_seconds=1.0, cv_folds=0)
     result = tune(*_data(), "binary", 2, p, study_name="budget")
     assert 1 <= result.n_complete + result.n_pruned < 500 and result.timeout_seconds == 1.0
-    assert result.seconds < 10  # the trial running at the deadline finishes; nothing new starts
+    assert result.seconds < 10  # nothing new starts after the deadline
+    # a slow trial running at the deadline is stopped there (as pruned), once a trial has completed: LightGBM's
+    # defaults (fast), then learning rate 0.001 on a regression (its RMSE improves for thousands of rounds)
+    slow = _params(
+        n_trials=2,
+        timeout_seconds=3.0,
+        cv_folds=0,
+        max_rounds=200_000,
+        early_stopping_rounds=200,
+        low_cost_start=False,
+        space={"learning_rate": [0.001, 0.3]},
+    )
+    t0 = time.perf_counter()
+    result = tune(
+        *_data(3000, task="regression"),
+        "regression",
+        1,
+        slow,
+        study_name="slow",
+        warm_start=[{**LGBM_DEFAULTS, "learning_rate": 0.001}],
+    )
+    assert time.perf_counter() - t0 < 60  # 200,000 rounds would take many minutes
+    states = [t.state.name for t in result.study.trials]
+    assert states == ["COMPLETE", "PRUNED"] and result.study.trials[1].params["learning_rate"] == 0.001
 
 
 def test_progress_shows_the_time_budget():
