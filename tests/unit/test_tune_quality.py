@@ -376,3 +376,35 @@ def test_after_a_cross_validated_study_the_selection_compares_cv_means_on_the_sa
     # a metric that is not the primary one (log loss tuned, ROC AUC gated): the validation split decides
     other = train(train_df, valid_df, p, "binary", res.lgb_params, tuned_cv=("binary_logloss", 0.3))
     assert all("cv" not in r for r in other.selection)
+
+
+def test_a_selected_linear_model_registers_and_loads_verified_through_mlflow(tmp_path, monkeypatch):
+    """The linear model behind the same raw-rows interface: logged (JSON, no pickle), registered, loaded verified
+    as driftloop's model and as MLflow's pyfunc (models from code), same predictions."""
+    from conftest import register_model
+
+    from driftloop import artifacts, tracking
+    from driftloop.train import train
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    p = Params.model_validate(
+        {
+            "base": {
+                "target": "y",
+                "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "artifact_location": str(tmp_path / "mlartifacts"),
+            },
+            "tune": {"num_threads": 1, "cv_folds": 0},
+        }
+    )
+    train_df, valid_df = _linear_frames()
+    model = train(train_df, valid_df, p, "binary", lgb_params("binary", 2, p.tune, 0, dict(LGBM_DEFAULTS))).model
+    assert model.algorithm == "linear"
+    client = tracking.connect(p)
+    raw = valid_df.drop(columns="y")
+    register_model(client, p, model, raw.head(20), "lin")
+    loaded = artifacts.load_model("lin", "champion", client)
+    assert loaded.algorithm == "linear"
+    pd.testing.assert_frame_equal(loaded.predict_frame(raw), model.predict_frame(raw))
+    pyfunc = artifacts.load_model("lin", "champion", client, as_pyfunc=True)
+    pd.testing.assert_frame_equal(pyfunc.predict(raw).reset_index(drop=True), model.predict_frame(raw))
