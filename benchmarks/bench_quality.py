@@ -81,7 +81,7 @@ def _score(task: str, y: np.ndarray, scores: np.ndarray) -> float:
     return float(np.sqrt(mean_squared_error(y, scores)))
 
 
-def one(table: str, seed: int, n_trials: int | None) -> dict:
+def one(table: str, seed: int, n_trials: int | None, extra: dict | None = None) -> dict:
     import lightgbm as lgb
     from flaml import AutoML
 
@@ -96,7 +96,7 @@ def one(table: str, seed: int, n_trials: int | None) -> dict:
     overrides = {"base.target": target, "base.task": task, "base.seed": seed, "validate.on_leakage": "warn"}
     if n_trials:
         overrides["tune.n_trials"] = n_trials
-    params = Params.model_validate(C.derived_params(overrides))
+    params = Params.model_validate(C.derived_params({**overrides, **(extra or {})}))
     clean, _ = validate(raw, params, source=table)
     parts = split(clean, params, task)
     test = parts["test"]
@@ -251,9 +251,13 @@ def main() -> None:
     ap.add_argument("--seeds", default="42,7")
     ap.add_argument("--trials", type=int, default=None, help="tune.n_trials (default: params.yaml's)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--set", action="append", default=[], help="a params override for driftloop, e.g. tune.cv_folds=0")
     ap.add_argument("--imbalance", type=float, default=None, help="positive rate: class_weight auto vs none")
     ap.add_argument("--rows", type=int, default=20000, help="--imbalance: simulated rows")
     args = ap.parse_args()
+    import yaml
+
+    extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     m = C.machine()
     print(C.machine_line(m), flush=True)
     if args.imbalance:
@@ -273,7 +277,7 @@ def main() -> None:
     rows = []
     for table in args.tables.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            r = one(table, seed, args.trials)
+            r = one(table, seed, args.trials, extra)
             r["load"] = C.loadavg()
             rows.append(r)
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
