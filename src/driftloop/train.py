@@ -260,11 +260,17 @@ def select(
 
 
 def _hist_gradient_boosting(task, X_train, y_train, X_valid, y_valid, weight, params: Params) -> dict[str, float]:
-    """scikit-learn's HistGradientBoosting (defaults, its own early stopping, native categoricals) on train,
-    scored on valid: compared in the selection table."""
+    """scikit-learn's HistGradientBoosting (defaults, its own early stopping, native categoricals) on train (a
+    seeded sample of at most ``train.baseline_max_rows`` rows, as the baselines), scored on valid: compared in the
+    selection table."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     from driftloop.evaluate import compute_metrics
+
+    if len(X_train) > params.train.baseline_max_rows:
+        idx = np.sort(np.random.default_rng(params.base.seed).choice(len(X_train), params.train.baseline_max_rows, False))
+        X_train, y_train = X_train.iloc[idx], y_train[idx]
+        weight = None if weight is None else weight[idx]
 
     kind = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
     est = kind(categorical_features="from_dtype", random_state=params.base.seed)
