@@ -268,7 +268,8 @@ def _hist_gradient_boosting(task, X_train, y_train, X_valid, y_valid, weight, pa
     from driftloop.evaluate import compute_metrics
 
     if len(X_train) > params.train.baseline_max_rows:
-        idx = np.sort(np.random.default_rng(params.base.seed).choice(len(X_train), params.train.baseline_max_rows, False))
+        n_max = params.train.baseline_max_rows
+        idx = np.sort(np.random.default_rng(params.base.seed).choice(len(X_train), n_max, replace=False))
         X_train, y_train = X_train.iloc[idx], y_train[idx]
         weight = None if weight is None else weight[idx]
 
