@@ -17,11 +17,13 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from driftloop.contract import Columns
 from driftloop.errors import DataError
 
 _log = logging.getLogger("driftloop.serve")
@@ -34,15 +36,16 @@ WATERMARK_FILE = "_monitored.json"
 
 @dataclass(frozen=True)
 class Entry:
-    """One scored request, as the request handed it over; turned into log rows on the writer thread."""
+    """One scored request, as the request handed it over (no conversion on the request path); turned into log rows
+    on the writer thread."""
 
-    rows: pd.DataFrame  # the raw rows (they passed the contract)
-    predictions: pd.DataFrame
+    rows: Columns  # the raw rows (they passed the contract)
+    predictions: dict[str, np.ndarray]  # DriftloopModel.outputs
     contract: dict
     model_name: str
     model_version: str
     request_id: str
-    served_at: pd.Timestamp  # UTC
+    served_at: datetime  # UTC
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -60,15 +63,18 @@ def to_frame(entries: list[Entry]) -> pd.DataFrame:
         while j < len(entries) and entries[j].contract is entries[i].contract:
             j += 1
         group = entries[i:j]
-        rows = pd.concat([e.rows for e in group], ignore_index=True) if len(group) > 1 else group[0].rows
-        rows = rows.reset_index(drop=True)
-        out = typed_frame(group[0].contract, rows)
-        for col in group[0].contract.get("ignored") or []:  # ids travel with their predictions (the labels' key)
-            if col in rows.columns:
-                out[col] = rows[col].map(lambda v: None if pd.isna(v) else str(v)).astype("string")
-        preds = pd.concat([e.predictions for e in group], ignore_index=True)
-        for col in preds.columns:
-            out[col] = preds[col].to_numpy()
+        contract = group[0].contract
+        ids = [c for c in contract.get("ignored") or [] if any(c in e.rows.data for e in group)]
+        data = {
+            c: list(chain.from_iterable(e.rows.data.get(c) or [None] * len(e) for e in group))
+            for c in [*contract["columns"], *ids]
+        }
+        rows = pd.DataFrame(data) if data else pd.DataFrame(index=pd.RangeIndex(sum(len(e) for e in group)))
+        out = typed_frame(contract, rows)
+        for col in ids:  # ids travel with their predictions (the labels' key)
+            out[col] = rows[col].map(lambda v: None if pd.isna(v) else str(v)).astype("string")
+        for col in group[0].predictions:
+            out[col] = np.concatenate([e.predictions[col] for e in group])
         sizes = [len(e) for e in group]
         out["model_name"] = np.repeat([e.model_name for e in group], sizes)
         out["model_version"] = np.repeat([e.model_version for e in group], sizes)
