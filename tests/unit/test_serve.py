@@ -134,6 +134,29 @@ def test_missing_values_are_allowed_as_the_model_handles_them(served, app):
     _close(r.json()["predictions"], _expected(served, 1, raw))
 
 
+def test_the_request_fast_path_scores_exactly_as_the_dataframe_path(served):
+    """``Preprocessor.matrix`` (plain values straight into LightGBM's matrix) gives the bits ``predict_frame`` gives
+    on the same rows as a DataFrame; values whose reading depends on pandas' inference take the DataFrame path."""
+    from driftloop.contract import Columns
+    from driftloop.serve.app import predict_rows
+
+    model = served["models"][0]
+    assert model.booster.pandas_categorical == list(model.preprocessor.categories.values())
+    recs = _records(served["rows"].head(30))
+    recs[0].update(state="Atlantis", annual_income=None, application_date=None)  # unseen, missing
+    recs[1].update(has_cosigner="false", employment_type=None)  # boolean as text
+    recs[2].update(loan_term_months=36.0)  # a float in an int column
+    for data in (recs, [dict(recs[3], annual_income="52000", age=True)]):  # the second: text, a boolean as numbers
+        cols = Columns(list(data[0]), {k: [r.get(k) for r in data] for k in data[0]}, len(data))
+        fast = model.preprocessor.matrix(cols.data, len(cols))
+        assert (fast is None) == (data is not recs), "plain values take the fast path, text numbers do not"
+        got = predict_rows(model, cols, 1)
+        want = model.predict_frame(pd.DataFrame.from_records(data))
+        assert list(got) == list(want.columns)
+        for c in want.columns:
+            np.testing.assert_array_equal(got[c], want[c].to_numpy(), err_msg=c)
+
+
 # --------------------------------------------------------------------------- bad input: 4xx, nothing logged
 def _raw(body, ctype: str = "application/json") -> dict:
     return {"content": body, "headers": {"content-type": ctype}}
