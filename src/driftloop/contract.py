@@ -13,7 +13,6 @@ in training). Missing values (null, NaN) are allowed: the model was trained to h
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,7 +86,6 @@ class Enforced:
 
 # --------------------------------------------------------------------------- the value rules (one place)
 _NUMBER = (bool, int, float, np.number)
-_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]\d{2}:\d{2})?$")
 _INF_TEXT = frozenset({"inf", "infinity"})
 OK, WRONG_KIND, NOT_FINITE = 0, 1, 2
 
@@ -130,12 +128,9 @@ def _boolean_code(v: Any) -> int:
 
 def _iso_date(text: str) -> bool:
     """A plain ISO 8601 date/time pandas reads as well (the common case, without calling pandas)."""
-    if not _ISO.match(text):
-        return False
-    try:
-        return 1678 < datetime.fromisoformat(text).year < 2262  # pandas' nanosecond range
-    except ValueError:
-        return False
+    from driftloop.features import iso_datetime
+
+    return iso_datetime(text) is not None
 
 
 def classify(kind: str, values: Sequence[Any]) -> np.ndarray:

@@ -15,8 +15,10 @@ pipeline did:
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,44 @@ def column_kind(series: pd.Series, *, categorical: bool = False, date: bool = Fa
     if pd.api.types.is_numeric_dtype(series):
         return "numeric"
     return "categorical"
+
+
+_ISO_NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?$")
+
+
+def iso_datetime(text: str) -> datetime | None:
+    """``text`` as a naive datetime when it is a plain ISO 8601 date/time without a zone that pandas reads the same
+    way (within its nanosecond range); ``None`` otherwise (then pandas decides)."""
+    if not _ISO_NAIVE.match(text):
+        return None
+    try:
+        d = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return d if 1678 < d.year < 2262 else None
+
+
+_PART = {
+    "year": lambda d: d.year,
+    "month": lambda d: d.month,
+    "day": lambda d: d.day,
+    "dayofweek": lambda d: d.weekday(),
+    "dayofyear": lambda d: d.timetuple().tm_yday,
+    "hour": lambda d: d.hour,
+}
+
+
+def _iso_date_parts(values: list, parts: list[str]) -> list[np.ndarray] | None:
+    """The date parts of plain ISO strings (or nulls) without pandas; ``None`` when any value is something else."""
+    dates = []
+    for v in values:
+        if v is None:
+            dates.append(None)
+        elif type(v) is str and (d := iso_datetime(v)) is not None:
+            dates.append(d)
+        else:
+            return None
+    return [np.array([np.nan if d is None else _PART[p](d) for d in dates], dtype="float64") for p in parts]
 
 
 def _safe_name(i: int, name: str) -> str:
@@ -118,7 +158,13 @@ class Preprocessor:
         return pd.DataFrame(out, index=X.index)
 
     def _date_parts(self, s: pd.Series) -> list[np.ndarray]:
-        dt = s if pd.api.types.is_datetime64_any_dtype(s) else pd.to_datetime(s, errors="coerce", format="mixed")
+        dt = s
+        if not pd.api.types.is_datetime64_any_dtype(s):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                dt = pd.to_datetime(s, errors="coerce", format="mixed")
+            if not pd.api.types.is_datetime64_any_dtype(dt):  # mixed time zones (or zones and none): read as UTC
+                dt = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
         if getattr(dt.dt, "tz", None) is not None:
             dt = dt.dt.tz_localize(None)
         return [getattr(dt.dt, part).astype("float64").to_numpy() for part in self.params.date_parts]
@@ -133,7 +179,9 @@ class Preprocessor:
         for col, kind in self.kinds.items():
             values = data[col]
             if kind == "datetime":
-                parts = self._date_parts(pd.Series(values, dtype=None if values else object))
+                parts = _iso_date_parts(values, self.params.date_parts)
+                if parts is None:  # not plain ISO dates: pandas reads them, as in transform
+                    parts = self._date_parts(pd.Series(values, dtype=None if values else object))
                 X[:, j : j + len(parts)] = np.column_stack(parts) if parts else X[:, j:j]
                 j += len(parts)
                 continue
