@@ -397,3 +397,41 @@ def test_monitoring_reads_each_served_period_once_with_its_labels(served, app):
     with pytest.raises(DataError, match="no rows served"):
         loop.monitor_prediction_log(p, client=served["client"], until=datetime.now(UTC))
     assert predlog.read_watermark(p.serve.log_dir) == second
+
+
+def test_a_row_flushed_after_its_period_was_read_comes_with_the_next_period_once(served, tmp_path):
+    """Periods are read by ``served_at``; a flush that lands after its period was read (a slow writer, a second
+    server) is not skipped: its rows come with the next period, and no row comes twice."""
+    from datetime import timedelta
+
+    from driftloop.contract import Columns
+
+    p, model = served["p"], served["models"][0]
+    log_dir = tmp_path / "log"
+    params = p.model_copy(update={"serve": p.serve.model_copy(update={"log_dir": str(log_dir)})})
+    rows = served["rows"].head(3)
+    outputs = model.outputs(model.predict_scores(rows))
+
+    def entry(rid: str, at: datetime) -> predlog.Entry:
+        return predlog.Entry(Columns.from_frame(rows), outputs, model.contract(), "driftloop", "1", rid, at)
+
+    log = predlog.PredictionLog(log_dir, flush_rows=10**6, flush_s=60, max_buffered_rows=10**6)
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    log.append(entry("a", t0))
+    log.flush()
+    log.append(entry("late", t0 + timedelta(minutes=1)))  # served in the first period, written after it was read
+    since, first, batch, files = predlog.read_period(params, until=t0 + timedelta(minutes=2))
+    assert since is None and len(batch) == 3
+    predlog.write_watermark(log_dir, first, "period-1", files)
+    log.flush()
+    log.append(entry("b", t0 + timedelta(minutes=3)))
+    log.append(entry("after", t0 + timedelta(minutes=5)))  # beyond the second period: the third one's
+    log.flush()
+    since, second, batch, files = predlog.read_period(params, until=t0 + timedelta(minutes=4))
+    assert since == first and len(batch) == 6, "the late rows and the period's own"
+    predlog.write_watermark(log_dir, second, "period-2", files)
+    since, third, batch, files = predlog.read_period(params, until=t0 + timedelta(minutes=6))
+    assert since == second and len(batch) == 3, "only the rows served after the second period"
+    predlog.write_watermark(log_dir, third, "period-3", files)
+    assert predlog.read_period(params, until=t0 + timedelta(minutes=7))[2].empty
+    assert len(predlog.read_log(log_dir)) == 12  # 3 + 3 + 3 + 3 monitored exactly once

@@ -272,36 +272,88 @@ def join_labels(directory: str | Path, frame: pd.DataFrame, target: str, classes
     return out
 
 
-def read_watermark(directory: str | Path) -> datetime | None:
+def _watermark(directory: str | Path) -> dict:
     path = Path(directory) / WATERMARK_FILE
     if not path.exists():
-        return None
+        return {}
     try:
-        return datetime.fromisoformat(json.loads(path.read_text(encoding="utf-8"))["until"])
-    except (ValueError, KeyError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["until"] = datetime.fromisoformat(data["until"])
+        return data
+    except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: unreadable watermark ({exc}); delete it to monitor the whole log") from None
 
 
-def write_watermark(directory: str | Path, until: datetime, batch_id: str) -> None:
+def read_watermark(directory: str | Path) -> datetime | None:
+    """The end of the last monitored period (None before the first)."""
+    return _watermark(directory).get("until")
+
+
+def write_watermark(directory: str | Path, until: datetime, batch_id: str, files: list[str] | None = None) -> None:
+    """Record a monitored period: its end and the log files read for it (``files``: see :func:`read_period`)."""
     from driftloop.io import write_bytes_atomic
 
-    data = {"until": until.isoformat(), "batch_id": batch_id, "written_at": datetime.now(UTC).isoformat()}
+    data = {
+        "until": until.isoformat(),
+        "batch_id": batch_id,
+        "written_at": datetime.now(UTC).isoformat(),
+        "files": sorted(files or []),
+    }
     write_bytes_atomic(json.dumps(data).encode(), Path(directory) / WATERMARK_FILE)
 
 
-def read_period(params, until: datetime | None = None) -> tuple[datetime | None, datetime, pd.DataFrame]:
-    """The rows served after the watermark up to ``until`` (default: now minus twice the flush interval and a
-    second, so every row served before ``until`` has been written), as a monitoring batch: the model's input
-    columns, ids and the labels joined so far (predictions and request metadata dropped)."""
+def _day(ts: datetime) -> str:
+    t = pd.Timestamp(ts)
+    return (t.tz_convert("UTC") if t.tzinfo is not None else t).strftime("%Y-%m-%d")
+
+
+def read_rows(
+    directory: str | Path, since: datetime | None, until: datetime, seen: set[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of a monitoring period, each row of the log in exactly one period: rows served in ``(since, until]``,
+    plus rows served at or before ``since`` that are in a file no earlier period read (a flush that landed after
+    that period was read: late, never skipped). Files of the day before ``since`` and later are considered.
+    Returns the rows (oldest first) and the files to remember for the next period (those of the day before
+    ``until`` and later: the next period considers no older file)."""
+    from datetime import timedelta
+
+    directory = Path(directory)
+    floor = None if since is None else since - timedelta(days=1)
+    files = _files(directory, floor, until)
+    lo, hi = _naive_utc(since), _naive_utc(until)
+    frames = []
+    for f in files:
+        frame = pd.read_parquet(f)
+        served = frame[SERVED_AT]
+        served = served.dt.tz_convert("UTC").dt.tz_localize(None) if served.dt.tz is not None else served
+        keep = served <= hi
+        if lo is not None:
+            late = f.relative_to(directory).as_posix() not in seen
+            keep &= (served > lo) | late
+        frames.append(frame[keep])
+    keep_from = _day(until - timedelta(days=1))
+    remember = [f.relative_to(directory).as_posix() for f in files if f.parent.name.removeprefix("date=") >= keep_from]
+    if not frames:
+        return pd.DataFrame(), remember
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.sort_values([SERVED_AT, "request_id", "row"], kind="stable").reset_index(drop=True), remember
+
+
+def read_period(params, until: datetime | None = None) -> tuple[datetime | None, datetime, pd.DataFrame, list[str]]:
+    """The next monitoring batch of the log: the rows served after the watermark up to ``until`` (default: now minus
+    twice the flush interval and a second, so rows served before ``until`` are normally written by then; a later
+    flush is picked up by the next period, see :func:`read_rows`), as the model's input columns, ids and the labels
+    joined so far (predictions and request metadata dropped). Also returns the files for :func:`write_watermark`."""
     from datetime import timedelta
 
     cfg = params.serve
-    since = read_watermark(cfg.log_dir)
+    mark = _watermark(cfg.log_dir)
+    since = mark.get("until")
     until = until or datetime.now(UTC) - timedelta(seconds=2 * cfg.log_flush_s + 1)
-    frame = read_log(cfg.log_dir, since, until)
+    frame, files = read_rows(cfg.log_dir, since, until, set(mark.get("files") or []))
     if frame.empty:
-        return since, until, frame
+        return since, until, frame, files
     meta = [c for c in frame.columns if c in META_COLUMNS or c == "prediction" or str(c).startswith("proba_")]
     classes = sorted(pd.unique(frame["prediction"].dropna()).tolist(), key=str) if "prediction" in frame else []
     batch = join_labels(cfg.log_dir, frame.drop(columns=meta), params.base.target, classes)
-    return since, until, batch
+    return since, until, batch, files
