@@ -383,29 +383,60 @@ def enforce(contract: Mapping[str, Any], rows: pd.DataFrame | Columns, *, where:
     return Enforced(n_rows, tuple(extra), unseen, notes)
 
 
-def typed_frame(contract: Mapping[str, Any], rows: pd.DataFrame) -> pd.DataFrame:
+def _typed_plain(kind: str, values: list) -> Any:
+    """``typed_frame``'s column straight from plain values (numbers, text, booleans, plain ISO dates, nulls), as
+    the general path would give it; ``None`` for anything else (the general path decides)."""
+    if kind == "numeric" and _plain(values, (float, int)):
+        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+    if kind == "categorical" and _plain(values, (str,)):
+        return pd.array(values, dtype="string")
+    if kind == "boolean" and _plain(values, (bool,)):
+        return pd.array(values, dtype="boolean")
+    if kind == "datetime" and _plain(values, (str,)):
+        from driftloop.features import iso_datetime
+
+        dates = [None if v is None else iso_datetime(v) for v in values]
+        if all(d is not None or v is None for d, v in zip(dates, values, strict=True)):
+            return np.array([np.datetime64("NaT") if d is None else d for d in dates], dtype="datetime64[ns]")
+    return None
+
+
+def typed_frame(contract: Mapping[str, Any], rows: pd.DataFrame | Columns) -> pd.DataFrame:
     """The contract's columns of rows that passed :func:`enforce`, in stable types (the prediction log's schema):
     numeric float64, boolean nullable boolean, datetime naive UTC datetime64, categorical text."""
     from driftloop import monitor as m
 
     out: dict[str, Any] = {}
     for name, spec in contract["columns"].items():
-        s = rows[name]
         kind = spec["kind"]
+        if isinstance(rows, Columns):
+            values = rows.data[name]
+            plain = _typed_plain(kind, values)
+            if plain is not None:
+                out[name] = plain
+                continue
+            s = pd.Series(values, dtype=None if values else object)
+        else:
+            s = rows[name]
         if kind == "numeric":
             out[name] = pd.to_numeric(s.astype(object) if s.dtype == object else s, errors="coerce").astype("float64")
         elif kind == "boolean":
             out[name] = s.map(_distinct_map(s, lambda t: m._BOOL_TOKENS[t.strip().lower()])).astype("boolean")
         elif kind == "datetime":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                d = s if pd.api.types.is_datetime64_any_dtype(s) else pd.to_datetime(s, errors="coerce", format="mixed")
+            d = s
+            if not pd.api.types.is_datetime64_any_dtype(s):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    d = pd.to_datetime(s, errors="coerce", format="mixed")
+                    if not pd.api.types.is_datetime64_any_dtype(d):  # mixed time zones
+                        d = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
             if getattr(d.dt, "tz", None) is not None:
                 d = d.dt.tz_convert("UTC").dt.tz_localize(None)
-            out[name] = d.astype("datetime64[ns]")
+            out[name] = d.astype("datetime64[ns]").to_numpy()
         else:
-            out[name] = s.map(_distinct_map(s, lambda t: t)).astype("string")
-    return pd.DataFrame(out, index=rows.index)
+            out[name] = s.map(_distinct_map(s, lambda t: t)).astype("string").array
+    index = pd.RangeIndex(len(rows)) if isinstance(rows, Columns) else rows.index
+    return pd.DataFrame(out, index=index)
 
 
 def _distinct_map(s: pd.Series, convert) -> dict:

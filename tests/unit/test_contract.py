@@ -148,3 +148,21 @@ def test_a_large_batch_is_checked_by_its_distinct_values():
         enforce(CONTRACT, frame)
     frame.loc[n - 3, "amount"] = 1.0
     assert enforce(CONTRACT, frame).unseen_categories == {"grade": int((frame["grade"] == "Q").sum())}
+
+
+def test_the_log_schema_from_request_columns_equals_the_dataframe_path():
+    """``typed_frame`` (the prediction log's types) builds plain request values directly; the result is the one
+    of the general (pandas) path, which still reads everything else."""
+    from driftloop.contract import typed_frame
+
+    records = [
+        dict(GOOD, amount=None, flag=None, opened=None),
+        dict(GOOD, grade=None, opened="2024-03-01 10:00:00.250"),
+        dict(GOOD, amount=3, grade="Z"),
+    ]
+    odd = [dict(r, amount="12", flag="yes", opened="March 3, 2024") for r in records]  # the general path
+    for recs in (records, odd):
+        got = typed_frame(CONTRACT, _request(recs))
+        want = typed_frame(CONTRACT, pd.DataFrame.from_records(recs))
+        pd.testing.assert_frame_equal(got, want)
+        assert [str(t) for t in got.dtypes] == ["float64", "string", "boolean", "datetime64[ns]"]

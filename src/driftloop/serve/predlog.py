@@ -55,6 +55,7 @@ def to_frame(entries: list[Entry]) -> pd.DataFrame:
     """Log rows of many requests: the requests of one version are converted together (one ``typed_frame`` per
     run of entries, not one per request, so the writer thread holds the GIL briefly)."""
     from driftloop.contract import typed_frame
+    from driftloop.monitor import _norm_value
 
     frames = []
     i = 0
@@ -65,24 +66,22 @@ def to_frame(entries: list[Entry]) -> pd.DataFrame:
         group = entries[i:j]
         contract = group[0].contract
         ids = [c for c in contract.get("ignored") or [] if any(c in e.rows.data for e in group)]
-        data = {
-            c: list(chain.from_iterable(e.rows.data.get(c) or [None] * len(e) for e in group))
-            for c in [*contract["columns"], *ids]
-        }
-        rows = pd.DataFrame(data) if data else pd.DataFrame(index=pd.RangeIndex(sum(len(e) for e in group)))
-        out = typed_frame(contract, rows)
-        for col in ids:  # ids travel with their predictions (the labels' key)
-            out[col] = rows[col].map(lambda v: None if pd.isna(v) else str(v)).astype("string")
-        for col in group[0].predictions:
-            out[col] = np.concatenate([e.predictions[col] for e in group])
+        names = [*contract["columns"], *ids]
+        data = {c: list(chain.from_iterable(e.rows.data.get(c) or [None] * len(e) for e in group)) for c in names}
         sizes = [len(e) for e in group]
-        out["model_name"] = np.repeat([e.model_name for e in group], sizes)
-        out["model_version"] = np.repeat([e.model_version for e in group], sizes)
-        out["request_id"] = np.repeat([e.request_id for e in group], sizes)
-        out["row"] = np.concatenate([np.arange(n) for n in sizes])
+        typed = typed_frame(contract, Columns(names, data, sum(sizes)))
+        extra: dict[str, object] = {}
+        for col in ids:  # ids travel with their predictions (the labels' key)
+            extra[col] = pd.array([_norm_value(v) for v in data[col]], dtype="string")  # 7, 7.0, "7": "7"
+        for col in group[0].predictions:
+            extra[col] = np.concatenate([e.predictions[col] for e in group])
+        extra["model_name"] = np.repeat([e.model_name for e in group], sizes)
+        extra["model_version"] = np.repeat([e.model_version for e in group], sizes)
+        extra["request_id"] = np.repeat([e.request_id for e in group], sizes)
+        extra["row"] = np.concatenate([np.arange(n) for n in sizes])
         served = pd.DatetimeIndex([e.served_at for e in group]).tz_convert("UTC").tz_localize(None)
-        out[SERVED_AT] = np.repeat(served.to_numpy(), sizes)
-        frames.append(out)
+        extra[SERVED_AT] = np.repeat(served.to_numpy(), sizes)
+        frames.append(pd.concat([typed, pd.DataFrame(extra, index=typed.index)], axis=1))
         i = j
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
