@@ -80,43 +80,73 @@ def _start(cmd: list[str], cwd: Path, url: str, environ: dict, timeout: float = 
     return proc
 
 
-def load(url: str, body: bytes, seconds: float, threads: int, record: list | None = None) -> dict:
-    """Closed-loop load: ``threads`` clients posting ``body`` for ``seconds``; latencies and failures."""
+def _client(url: str, body: bytes, stop: float, record: bool) -> tuple[list[float], int, list]:
+    """One closed-loop client (keep-alive httpx) until ``stop`` (time.time()): latencies, failures, answers."""
     import httpx
 
-    lat: list[list[float]] = [[] for _ in range(threads)]
-    failed = [0] * threads
-    stop = time.monotonic() + seconds
+    lat, failed, seen = [], 0, []
+    with httpx.Client(timeout=30) as client:
+        while time.time() < stop:
+            rid = uuid.uuid4().hex
+            t0 = time.perf_counter()
+            try:
+                r = client.post(url, content=body, headers={"content-type": "application/json", "x-request-id": rid})
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok, r = False, None
+            lat.append(time.perf_counter() - t0)
+            failed += not ok
+            if record and r is not None:
+                seen.append((rid, r.status_code, r.headers.get("x-model-version")))
+    return lat, failed, seen
 
-    def worker(i: int) -> None:
-        with httpx.Client(timeout=30) as client:
-            while time.monotonic() < stop:
-                rid = uuid.uuid4().hex
-                t0 = time.perf_counter()
-                try:
-                    r = client.post(
-                        url, content=body, headers={"content-type": "application/json", "x-request-id": rid}
-                    )
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok, r = False, None
-                lat[i].append(time.perf_counter() - t0)
-                if not ok:
-                    failed[i] += 1
-                if record is not None and r is not None:
-                    record.append((rid, r.status_code, r.headers.get("x-model-version")))
 
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+def _client_process(url: str, body: bytes, stop: float, record: bool, queue) -> None:
+    queue.put(_client(url, body, stop, record))
+
+
+def load(
+    url: str, body: bytes, seconds: float, threads: int, record: list | None = None, processes: bool = False
+) -> dict:
+    """Closed-loop load: ``threads`` clients posting ``body`` for ``seconds``; latencies and failures. With
+    ``processes`` every client is a process of its own (no GIL shared between the clients: the latency is the
+    server's and the machine's, not the load generator's)."""
+    stop = time.time() + seconds
+    results: list[tuple[list[float], int, list]] = []
     start = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    if processes:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        pool = [
+            ctx.Process(target=_client_process, args=(url, body, stop, record is not None, queue))
+            for _ in range(threads)
+        ]
+        for proc in pool:
+            proc.start()
+        results = [queue.get() for _ in pool]
+        for proc in pool:
+            proc.join()
+    else:
+        out: list = [None] * threads
+
+        def worker(i: int) -> None:
+            out[i] = _client(url, body, stop, record is not None)
+
+        pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        results = out
     elapsed = time.perf_counter() - start
-    all_lat = np.array([x for xs in lat for x in xs])
+    all_lat = np.array([x for lat, _, _ in results for x in lat])
+    if record is not None:
+        record.extend(x for _, _, seen in results for x in seen)
     return {
         "requests": len(all_lat),
-        "failed": sum(failed),
+        "failed": sum(f for _, f, _ in results),
         "rps": len(all_lat) / elapsed,
         "p50_ms": float(np.percentile(all_lat, 50) * 1000),
         "p99_ms": float(np.percentile(all_lat, 99) * 1000),
@@ -133,6 +163,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=4, help="concurrent clients")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of alternating legs (medians are reported)")
     ap.add_argument("--pause", type=float, default=2.5, help="seconds between legs")
+    ap.add_argument("--processes", action="store_true", help="each client a process of its own (default: threads)")
     ap.add_argument("--swap-seconds", type=float, default=60)
     ap.add_argument("--moves", type=int, default=5)
     ap.add_argument("--json", type=Path, default=None)
@@ -175,7 +206,7 @@ def main() -> None:
             order = names[r % len(names) :] + names[: r % len(names)]
             for n, b in bodies.items():
                 for name in order:
-                    res = load(urls[name], b, args.seconds, args.threads)
+                    res = load(urls[name], b, args.seconds, args.threads, processes=args.processes)
                     res["rows_per_s"] = res["rps"] * n
                     res["loadavg"] = os.getloadavg()[0]
                     legs.setdefault(f"{name} | {n} row(s)", []).append(res)
@@ -215,7 +246,9 @@ def main() -> None:
     t = threading.Thread(target=mover)
     t.start()
     try:
-        swap = load(f"http://127.0.0.1:{port}/predict", bodies[1], args.swap_seconds, args.threads, record)
+        swap = load(
+            f"http://127.0.0.1:{port}/predict", bodies[1], args.swap_seconds, args.threads, record, args.processes
+        )
     finally:
         t.join()
         _stop(proc)  # SIGTERM: the log is flushed
