@@ -97,7 +97,7 @@ def _client(url: str, body: bytes, stop: float, record: bool) -> tuple[list[floa
             lat.append(time.perf_counter() - t0)
             failed += not ok
             if record and r is not None:
-                seen.append((rid, r.status_code, r.headers.get("x-model-version")))
+                seen.append((time.time(), rid, r.status_code, r.headers.get("x-model-version")))
     return lat, failed, seen
 
 
@@ -153,6 +153,21 @@ def load(
     }
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a server process and its children (mlflow's uvicorn worker)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
 def main() -> None:
     from conftest import free_port
     from conftest import stop_server as _stop
@@ -206,14 +221,17 @@ def main() -> None:
             order = names[r % len(names) :] + names[: r % len(names)]
             for n, b in bodies.items():
                 for name in order:
+                    cpu0 = server_cpu(procs[name].pid)
                     res = load(urls[name], b, args.seconds, args.threads, processes=args.processes)
+                    res["server_cpu_ms_per_request"] = (server_cpu(procs[name].pid) - cpu0) * 1000 / res["requests"]
                     res["rows_per_s"] = res["rps"] * n
                     res["loadavg"] = os.getloadavg()[0]
                     legs.setdefault(f"{name} | {n} row(s)", []).append(res)
                     print(
                         f"round {r + 1} {name:26s} {n:5d} row(s): {res['rps']:7.1f} req/s  "
                         f"{res['rows_per_s']:9.0f} rows/s  p50 {res['p50_ms']:7.1f} ms  p99 {res['p99_ms']:7.1f} ms  "
-                        f"failed {res['failed']}  load {res['loadavg']:.1f}",
+                        f"server CPU {res['server_cpu_ms_per_request']:.2f} ms/req  failed {res['failed']}  "
+                        f"load {res['loadavg']:.1f}",
                         flush=True,
                     )
                     time.sleep(args.pause)  # the log writer's flush lands between legs
@@ -221,7 +239,10 @@ def main() -> None:
         for proc in procs.values():
             _stop(proc)
     results = {
-        k: {m: float(np.median([x[m] for x in v])) for m in ("rps", "rows_per_s", "p50_ms", "p99_ms")}
+        k: {
+            m: float(np.median([x[m] for x in v]))
+            for m in ("rps", "rows_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request")
+        }
         | {"failed": sum(x["failed"] for x in v), "requests": sum(x["requests"] for x in v), "rounds": v}
         for k, v in legs.items()
     }
@@ -254,11 +275,12 @@ def main() -> None:
         _stop(proc)  # SIGTERM: the log is flushed
     logged = predlog.read_log(log_dir)
     by_rid = logged.groupby("request_id")["model_version"].agg(lambda s: set(s))
-    answered = {rid: v for rid, code, v in record if code == 200}
+    record.sort()  # completion order across the clients
+    answered = {rid: v for _, rid, code, v in record if code == 200}
     missing = [rid for rid in answered if rid not in by_rid.index]
     wrong = [rid for rid, v in answered.items() if rid in by_rid.index and by_rid[rid] != {v}]
     versions_seen = []
-    for _, _, v in record:
+    for _, _, _, v in record:
         if v and (not versions_seen or versions_seen[-1] != v):
             versions_seen.append(v)
     swap.update(
@@ -296,6 +318,15 @@ def main() -> None:
         f"{ml['rps']:.0f} req/s (medians of {args.rounds} rounds): {summary['throughput_1row_vs_mlflow']:.2f}x, median "
         f"of the per-round ratios {', '.join(f'{x:.2f}' for x in summary['throughput_1row_vs_mlflow_rounds'])} "
         f"(target >= 3x); p99 {d1['p99_ms']:.1f} ms (mlflow {ml['p99_ms']:.1f}; target <= 25 ms)"
+    )
+    cpu = {k: v["server_cpu_ms_per_request"] for k, v in results.items()}
+    summary["server_cpu_ms_per_request"] = cpu
+    print(
+        "server CPU per request (medians; the load-independent figure): 1 row "
+        f"{cpu[on]:.2f} ms (log off {cpu[off]:.2f}) vs mlflow {cpu[mlf]:.2f} ms = {cpu[mlf] / cpu[on]:.1f}x less; "
+        f"1000 rows {cpu['driftloop serve (log on) | 1000 row(s)']:.1f} ms (log off "
+        f"{cpu['driftloop serve (log off) | 1000 row(s)']:.1f}) vs mlflow "
+        f"{cpu['mlflow models serve | 1000 row(s)']:.1f} ms"
     )
     print(
         f"1000 rows: driftloop serve {d1k['rps']:.1f} req/s vs mlflow {ml1k['rps']:.1f} req/s = "

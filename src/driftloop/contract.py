@@ -13,6 +13,7 @@ in training). Missing values (null, NaN) are allowed: the model was trained to h
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class Enforced:
 _NUMBER = (bool, int, float, np.number)
 _INF_TEXT = frozenset({"inf", "infinity"})
 OK, WRONG_KIND, NOT_FINITE = 0, 1, 2
+_ISO_NAIVE_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?$")
 
 
 def is_missing(v: Any) -> bool:
@@ -265,7 +267,8 @@ def _first(mask: np.ndarray) -> int | None:
 
 
 def _plain(values: list, types: tuple[type, ...]) -> bool:
-    return all(v is None or type(v) in types for v in values)
+    """Every value is None or exactly of one of ``types`` (bool is not int here)."""
+    return set(map(type, values)) <= {type(None), *types}
 
 
 def _classify_distinct(kind: str, values: list) -> np.ndarray:
@@ -387,7 +390,7 @@ def _typed_plain(kind: str, values: list) -> Any:
     """``typed_frame``'s column straight from plain values (numbers, text, booleans, plain ISO dates, nulls), as
     the general path would give it; ``None`` for anything else (the general path decides)."""
     if kind == "numeric" and _plain(values, (float, int)):
-        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+        return np.array(values, dtype="float64")  # None -> NaN
     if kind == "categorical" and _plain(values, (str,)):
         return pd.array(values, dtype="string")
     if kind == "boolean" and _plain(values, (bool,)):
@@ -395,6 +398,11 @@ def _typed_plain(kind: str, values: list) -> Any:
     if kind == "datetime" and _plain(values, (str,)):
         from driftloop.features import iso_datetime
 
+        if all(map(_ISO_NAIVE_PREFIX.match, filter(None, values))):
+            try:  # numpy's ISO 8601 reader, in C (values that passed the contract are within pandas' range)
+                return np.array(values, dtype="datetime64[ns]")
+            except ValueError:
+                pass
         dates = [None if v is None else iso_datetime(v) for v in values]
         if all(d is not None or v is None for d, v in zip(dates, values, strict=True)):
             return np.array([np.datetime64("NaT") if d is None else d for d in dates], dtype="datetime64[ns]")
