@@ -155,6 +155,13 @@ class PredictionLog:
         return written
 
     def start(self) -> None:
+        # what the first flush needs, imported now: an import holds the GIL, so at the first flush it would stall
+        # every request in flight for as long as pyarrow takes to import
+        import pyarrow.parquet  # noqa: F401
+
+        from driftloop import io  # noqa: F401
+        from driftloop.contract import typed_frame  # noqa: F401
+
         def loop() -> None:
             while not self._stop.is_set():
                 self._wake.wait(self.flush_s)
