@@ -1,6 +1,10 @@
 """THE enforcement of a model's data contract on rows to score: ``driftloop score``, the Prefect scoring flow and
-``driftloop serve`` all call :func:`enforce`; monitoring reports the same rules through
-:func:`driftloop.monitor.check_schema`, which :func:`enforce` builds on.
+``driftloop serve`` all call :func:`enforce`. The value rules themselves are :func:`classify` (one place), which
+monitoring's :func:`driftloop.monitor.check_schema` calls too, so the four agree on what a wrong value is.
+
+``enforce`` takes a DataFrame (a batch: typed columns decide at once, other columns are judged by their distinct
+values) or a parsed request's :class:`Columns` (plain Python values: no pandas object per column, which is what a
+small request used to cost).
 
 ``enforce`` raises :class:`ContractViolation` for rows that cannot be scored as they are: no rows, a missing or
 duplicated contract column, a value that cannot be read as its column's kind (text in a numeric column, a date that
