@@ -38,7 +38,7 @@ class BaseParams(_Section):
     seed: int = 42
     task: Task = "auto"
     target: str = "default"
-    positive_class: str | None = None  # binary: which label is the event (default: the last in sorted order)
+    positive_class: str | None = None  # binary: the event label (default: the minority label, see model.py)
     experiment: str = "driftloop"
     model_name: str = "driftloop"
     tracking_uri: str = "sqlite:///mlflow.db"
@@ -98,6 +98,7 @@ class ValidateParams(_Section):
     on_leakage: Literal["error", "warn", "drop"] = "error"
     on_duplicate_rows: Literal["warn", "drop"] = "warn"
     leakage_sample_rows: int = Field(20_000, ge=500)
+    min_class_share: float = Field(0.05, ge=0, lt=0.5)  # a smaller class (share of the rows) is warned about
     # date_columns / split.time_column whose day/month order is unsafe (mixed formats, dd/mm vs mm/dd)
     on_ambiguous_dates: Literal["error", "warn"] = "error"
 
@@ -166,6 +167,7 @@ class EvaluateParams(_Section):
     shap_sample_rows: int = Field(1000, ge=100)
     curve_points: int = Field(200, ge=10)
     calibration_bins: int = Field(10, ge=2)
+    max_ece: float = Field(0.05, gt=0, lt=1)  # classification: a larger calibration error on test is warned about
 
 
 class RegisterParams(_Section):

@@ -460,6 +460,7 @@ def run_evaluate(
         curve_points=ep.curve_points,
         calibration_bins=ep.calibration_bins,
         seed=params.base.seed,
+        max_ece=ep.max_ece,
     )
     _write_json(result, metrics_out)
     info = json.loads(Path(run_info).read_text())

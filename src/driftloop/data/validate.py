@@ -57,6 +57,10 @@ class ValidationReport:
     columns: int
     warnings: list[Issue] = field(default_factory=list)
     dropped_columns: list[str] = field(default_factory=list)
+    class_shares: dict[str, float] | None = None  # classification: each label's share of the rows
+    positive_class: str | None = None  # binary: the event label (base.positive_class, else the minority label)
+    positive_rule: str | None = None  # base.positive_class | minority | sorted_last (labels near balance)
+    notes: list[str] = field(default_factory=list)  # facts worth stating that are not warnings
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -156,6 +160,43 @@ def check_contract(df: pd.DataFrame, params: Params, *, source: str) -> str:
                 f"tune.cv_folds={params.tune.cv_folds} need at least {need} rows per class"
             )
     return task
+
+
+def class_balance(y: pd.Series, task: str, params: Params, report: ValidationReport) -> list[Issue]:
+    """Fill the report's class shares and positive class; warn when the smallest class is rare.
+
+    Binary: the positive class is ``base.positive_class``, else the minority label (the last in sorted
+    order when the labels are near balance), the rule ``TargetEncoder.fit`` applies to the training split.
+    A class under ``validate.min_class_share`` of the rows is a warning naming it and its share.
+    """
+    if task == "regression":
+        return []
+    from driftloop.model import TargetEncoder
+
+    shares = y.astype(str).value_counts(normalize=True).sort_index()
+    report.class_shares = {str(k): round(float(v), 6) for k, v in shares.items()}
+    issues = []
+    if task == "binary":
+        enc = TargetEncoder.fit(y, task, params.base.positive_class)
+        report.positive_class, report.positive_rule = str(enc.positive_class), enc.positive_rule
+        report.notes.append(enc.describe_positive(y))
+    smallest, share = str(shares.idxmin()), float(shares.min())
+    threshold = params.validate_params.min_class_share
+    if share < threshold:
+        n = int(round(share * len(y)))
+        issues.append(
+            Issue(
+                "class_imbalance",
+                f"target '{params.base.target}': class {smallest!r} is {share:.2%} of the rows ({n} rows) < "
+                f"validate.min_class_share={threshold}: imbalanced. Judge by PR AUC (register.metric: pr_auc), "
+                "choose the decision threshold for the cost of errors (train.threshold_metric), and make sure "
+                "the test split holds register.min_test_events of them",
+                params.base.target,
+                count=n,
+                score=share,
+            )
+        )
+    return issues
 
 
 def _format_schema_errors(exc, source: str, target: str, n_rows: int) -> str:
@@ -385,6 +426,7 @@ def validate(df: pd.DataFrame, params: Params, *, source: str) -> tuple[pd.DataF
     vp = params.validate_params
     target = params.base.target
     report = ValidationReport(task=task, rows=len(df), columns=df.shape[1])
+    report.warnings += class_balance(df[target], task, params, report)
 
     def drop(col: str, check: str, message: str, score: float | None = None) -> None:
         if col not in report.dropped_columns:
