@@ -98,6 +98,8 @@ class ValidateParams(_Section):
     on_leakage: Literal["error", "warn", "drop"] = "error"
     on_duplicate_rows: Literal["warn", "drop"] = "warn"
     leakage_sample_rows: int = Field(20_000, ge=500)
+    # pairs of these many numeric columns (the best alone) are checked together (k*(k-1)/2 pairs); 0 = off
+    leakage_pair_columns: int = Field(12, ge=0, le=60)
     min_class_share: float = Field(0.05, ge=0, lt=0.5)  # a smaller class (share of the rows) is warned about
     # date_columns / split.time_column whose day/month order is unsafe (mixed formats, dd/mm vs mm/dd)
     on_ambiguous_dates: Literal["error", "warn"] = "error"
