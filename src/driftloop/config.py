@@ -161,7 +161,12 @@ class TuneParams(_Section):
 
 class TrainParams(_Section):
     baselines: list[Literal["dummy", "logistic", "linear"]] = ["dummy", "logistic"]
-    threshold_metric: Literal["f1", "youden"] = "f1"
+    # binary decision threshold, chosen on validation rows: f1 (best F1), youden (best TPR - FPR), recall_floor (the
+    # best precision with recall >= threshold_min_recall), cost (the least threshold_cost_fp * FP + _fn * FN)
+    threshold_metric: Literal["f1", "youden", "recall_floor", "cost"] = "f1"
+    threshold_min_recall: float = Field(0.8, gt=0, le=1)
+    threshold_cost_fp: float = Field(1.0, gt=0)
+    threshold_cost_fn: float = Field(1.0, gt=0)
     baseline_max_rows: int = Field(500_000, ge=1_000)  # baselines are fitted on a seeded sample above this
 
 

@@ -149,6 +149,7 @@ class DriftloopModel:
     best_iteration: int | None = None
     ignored: list = field(default_factory=list)  # columns dropped by validation (IDs, constants...)
     calibration: dict | None = None  # binary: score -> P(positive), fitted on validation rows (driftloop.calibration)
+    threshold_objective: str | None = None  # binary: what ``threshold`` was chosen for (train.threshold_metric ...)
 
     # ------------------------------------------------------------------ declarative form (no pickle)
     def to_dict(self) -> dict:
@@ -162,6 +163,7 @@ class DriftloopModel:
             "encoder": self.encoder.to_dict(),
             "preprocessor": self.preprocessor.to_dict(),
             **({"calibration": self.calibration} if getattr(self, "calibration", None) else {}),
+            **({"threshold_objective": self.threshold_objective} if getattr(self, "threshold_objective", None) else {}),
         }
 
     def booster_text(self) -> str:
@@ -187,6 +189,7 @@ class DriftloopModel:
             best_iteration=data.get("best_iteration"),
             ignored=list(data.get("ignored") or []),
             calibration=data.get("calibration"),
+            threshold_objective=data.get("threshold_objective"),
         )
 
     def contract(self) -> dict:
