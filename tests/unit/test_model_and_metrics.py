@@ -372,6 +372,19 @@ def test_decide_worse_champion_is_replaced(trained, worse, splits):
     assert d.to_dict()["alias"] == CHAMPION
 
 
+def test_decide_on_pr_auc_when_register_metric_says_so(trained, worse, splits):
+    from sklearn.metrics import average_precision_score
+
+    test = splits["test"]
+    d = decide(trained.model, worse, "3", test, make_params(metric="pr_auc"))
+    y = trained.model.encoder.encode(test["default"])
+    assert d.metric == "pr_auc" and d.alias == CHAMPION
+    assert d.new_value == pytest.approx(average_precision_score(y, trained.model.predict_scores(test)))
+    assert d.champion_value == pytest.approx(average_precision_score(y, worse.predict_scores(test)))
+    assert "pr_auc improves" in d.reason
+    assert decide(worse, trained.model, "3", test, make_params(metric="pr_auc")).alias == CHALLENGER
+
+
 def test_decide_better_champion_keeps_its_place(trained, worse, splits):
     d = decide(worse, trained.model, "3", splits["test"], make_params())
     assert d.alias == CHALLENGER
