@@ -207,16 +207,15 @@ def pair_scores(
     """
     vp = params.validate_params
     categorical = set(vp.categorical_columns)
-    numeric = [
-        c
-        for c in df.columns
-        if is_numeric(df[c], categorical, c) and not pd.api.types.is_bool_dtype(df[c]) and df[c].nunique() > 2
-    ]
+    numeric = [c for c in df.columns if is_numeric(df[c], categorical, c) and not pd.api.types.is_bool_dtype(df[c])]
+    if vp.leakage_pair_columns < 2 or len(numeric) < 2:
+        return []
+    f = make_folds(df[numeric], y, task, params)  # the rows single_feature_scores sampled (the same seed)
+    if f is None:
+        return []
+    numeric = [c for c in numeric if f.sample[c].nunique() > 2]  # a two-valued column is a flag, not a quantity
     ranked = sorted(numeric, key=lambda c: -single.get(c, float("-inf")))[: vp.leakage_pair_columns]
     if len(ranked) < 2:
-        return []
-    f = make_folds(df[ranked], y, task, params)
-    if f is None:
         return []
     values = {c: f.sample[c].to_numpy(dtype="float64", na_value=np.nan) for c in ranked}
     m = min(len(f.y), SCREEN_ROWS)
