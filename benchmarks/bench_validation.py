@@ -2,9 +2,11 @@
 
 Side by side in one run, per seed:
 
-- **leaks planted through a pair of columns** (each column weak alone): a flights-like delay flag
-  (``arr_time - sched_arr_time > 15``), a loans-like grade (a band of ``installment / amount``, multiclass), an
-  orders-like total (``qty * unit_price``, regression): caught by the single-column check, and by the pair check;
+- **leaks planted through a combination of columns** (each column weak alone): a flights-like delay flag
+  (``arr_time - sched_arr_time > 15``), a loans-like grade (a band of ``installment / amount``, multiclass; and
+  the same with an amortized installment, which gives the rate only with ``term``: three columns), an
+  orders-like total (``qty * unit_price``, regression): caught by the single-column check, and by the
+  combination check;
 - **false alarms**: the simulator at several sizes and seeds, scikit-learn's bundled honest tables;
 - **cost**: the leakage check's time with and without the pair check (the simulator's 66 pairs);
 - **the positive class**: on a table whose minority label sorts first, the old default (the last in sorted order)
@@ -26,7 +28,7 @@ import pandas as pd
 from _common import machine, machine_line, write_json
 
 from driftloop.config import Params
-from driftloop.data.leakage import pair_scores, single_feature_scores
+from driftloop.data.leakage import combination_scores, single_feature_scores
 
 
 def flights(n: int, seed: int) -> tuple[pd.DataFrame, str, str, tuple[str, str]]:
@@ -61,6 +63,23 @@ def loans(n: int, seed: int):
     return df, "multiclass", "grade = band of installment / amount", ("amount", "installment")
 
 
+def amortized(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    amount, rate, term = rng.uniform(1000, 40000, n).round(-2), rng.uniform(0.05, 0.30, n), rng.choice([36, 60], n)
+    i = rate / 12
+    df = pd.DataFrame(
+        {
+            "amount": amount,
+            "term": term,
+            "installment": (amount * i / (1 - (1 + i) ** -term)).round(2),
+            "income": rng.lognormal(11, 0.5, n),
+            "y": np.digitize(rate, [0.10, 0.15, 0.20, 0.25]),
+        }
+    )
+    what = "grade = band of the rate that installment, amount and term give"
+    return df, "multiclass", what, ("amount", "term", "installment")
+
+
 def orders(n: int, seed: int):
     rng = np.random.default_rng(seed)
     qty, price = rng.integers(1, 50, n).astype(float), rng.lognormal(3, 0.6, n)
@@ -73,7 +92,7 @@ def leak_check(df: pd.DataFrame, task: str, p: Params) -> tuple[dict, list, floa
     t0 = time.perf_counter()
     single = single_feature_scores(X, y, task, p)
     t1 = time.perf_counter()
-    pairs = pair_scores(X, y, task, p, single)
+    pairs = combination_scores(X, y, task, p, single)
     return single, pairs, t1 - t0, time.perf_counter() - t1
 
 
@@ -93,13 +112,13 @@ def main() -> dict:
 
     print("\n== planted pair leaks (each column weak alone) ==")
     planted = []
-    for make in (flights, loans, orders):
+    for make in (flights, loans, amortized, orders):
         for seed in seeds:
             df, task, what, cols = make(a.planted_rows, seed)
             single, pairs, ts, tp = leak_check(df, task, p)
             caught_single = any(single.get(c, 0) >= threshold for c in cols)
-            caught_pair = any({x, y} == set(cols) for _, x, y in pairs)
-            others = [(x, y) for _, x, y in pairs if {x, y} != set(cols)]
+            caught_pair = any(set(found) == set(cols) for _, found in pairs)
+            others = [found for _, found in pairs if set(found) != set(cols)]
             planted.append({"table": make.__name__, "seed": seed, "leak": what, "single": caught_single,
                             "pair": caught_pair, "other_pairs": others, "best_alone": max(single[c] for c in cols),
                             "s_single": ts, "s_pairs": tp})  # fmt: skip

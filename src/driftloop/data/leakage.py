@@ -7,13 +7,16 @@ stratified by class): ROC AUC (binary), accuracy (multiclass) or R^2 (regression
   at least 5 rows a leaf, 1023 bins; missing values go to whichever side fits them); categorical ones through
   each category's training statistic (rare categories pooled), so a code that maps to the target is caught
   whatever the order of its labels.
-- **A pair of numeric columns** (``pair_scores``): the same one-tree check on the pair together with its
+- **A pair of numeric columns** (``combination_scores``): the same one-tree check on the pair together with its
   difference, sum, product and ratio, so a target defined as ``arr_time - sched_arr_time > 15`` (each column
   weak alone) is caught. The pairs are those of the ``validate.leakage_pair_columns`` numeric columns that
   predict the target best alone; a pair is a suspect only when it reaches ``validate.leakage_threshold`` and
   beats the better of its two columns alone by ``PAIR_MIN_GAIN`` (two strong columns are not a leak). For a
   regression target the pair's score is also the squared rank correlation of its best derived column (a tree's
   steps cannot follow a heavy-tailed ``qty * unit_price``). Pairs are screened on ``SCREEN_ROWS`` rows first.
+- **A pair and one more column**: the few best pairs that score ``TRIPLE_FROM`` without being suspects are tried
+  with each other column (numeric, or category codes), so a grade that ``installment / amount`` gives once
+  ``term`` is known is caught; named with its three columns.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ PAIR_FEATURES = ("a", "b", "a - b", "a + b", "a * b", "a / b")
 # scored on the whole sample (a fifth of the time on 20,000 rows)
 SCREEN_ROWS = 4000
 SCREEN_MARGIN = 0.03
+# pairs that reach TRIPLE_FROM (screened) without being suspects: the TRIPLE_PAIRS best are tried with one more column
+TRIPLE_FROM = 0.85
+TRIPLE_PAIRS = 3
 
 
 @dataclass
@@ -197,45 +203,83 @@ def rank_fit(x: np.ndarray, y: np.ndarray) -> float:
     return best
 
 
-def pair_scores(
+def _as_float(s: pd.Series, categorical: set, col: str) -> np.ndarray:
+    """A column as float64 for a tree: numeric values, or category codes (missing: NaN)."""
+    if is_numeric(s, categorical, col):
+        return s.to_numpy(dtype="float64", na_value=np.nan)
+    codes = pd.factorize(s)[0].astype("float64")
+    codes[codes < 0] = np.nan
+    return codes
+
+
+def combination_scores(
     df: pd.DataFrame, y: pd.Series, task: str, params: Params, single: dict[str, float]
-) -> list[tuple[float, str, str]]:
-    """(score, a, b) of every numeric pair that predicts the target together (module doc), best first.
+) -> list[tuple[float, tuple[str, ...]]]:
+    """(score, columns) of every numeric pair, or pair and one more column, that predicts the target together
+    (module doc), best first; the columns in the data's order.
 
     ``single``: each column's score alone; the pairs are formed among the ``validate.leakage_pair_columns``
-    numeric columns of ``df`` that score best alone (ties: the order of ``df``).
+    numeric columns of ``df`` that score best alone (ties: the order of ``df``). The ``TRIPLE_PAIRS`` best pairs
+    that reach ``TRIPLE_FROM`` without being suspects are tried with each other column of ``df`` (a loan's grade:
+    ``installment / amount`` gives the rate once ``term`` is known).
     """
     vp = params.validate_params
     categorical = set(vp.categorical_columns)
     numeric = [c for c in df.columns if is_numeric(df[c], categorical, c) and not pd.api.types.is_bool_dtype(df[c])]
     if vp.leakage_pair_columns < 2 or len(numeric) < 2:
         return []
-    f = make_folds(df[numeric], y, task, params)  # the rows single_feature_scores sampled (the same seed)
+    f = make_folds(df, y, task, params)  # the rows single_feature_scores sampled (the same seed)
     if f is None:
         return []
     numeric = [c for c in numeric if f.sample[c].nunique() > 2]  # a two-valued column is a flag, not a quantity
     ranked = sorted(numeric, key=lambda c: -single.get(c, float("-inf")))[: vp.leakage_pair_columns]
     if len(ranked) < 2:
         return []
+    order = list(df.columns).index
     values = {c: f.sample[c].to_numpy(dtype="float64", na_value=np.nan) for c in ranked}
     m = min(len(f.y), SCREEN_ROWS)
     rows = np.sort(np.random.default_rng(params.base.seed).permutation(len(f.y))[:m])  # seeded subsample
     screen = Folds(f.sample.iloc[rows], f.y[rows], f.k, f.fold[rows])
-    found = []
+
+    def score_of(make, folds: Folds, idx) -> float:
+        x = make(idx)
+        score = tree_score(x, folds, task, params.base.seed)
+        return max(score, rank_fit(x, folds.y)) if task == "regression" else score
+
+    def check(make, baseline: float) -> float | None:
+        """The confirmed score of the matrix ``make(rows)``, when it is a suspect (screened first)."""
+        score = score_of(make, screen, rows)
+        if not (np.isfinite(score) and score >= vp.leakage_threshold - SCREEN_MARGIN):
+            return None
+        if m < len(f.y):
+            score = score_of(make, f, slice(None))
+        ok = np.isfinite(score) and score >= vp.leakage_threshold and score >= baseline + PAIR_MIN_GAIN
+        return float(score) if ok else None
+
+    found, near = [], []
     for i, a in enumerate(ranked):
         for b in ranked[i + 1 :]:
+            pair = lambda idx, a=a, b=b: pair_matrix(values[a][idx], values[b][idx])  # noqa: E731
             alone = max(single.get(a, float("-inf")), single.get(b, float("-inf")))
-            x = pair_matrix(values[a][rows], values[b][rows])
-            score = tree_score(x, screen, task, params.base.seed)
-            if task == "regression":
-                score = max(score, rank_fit(x, screen.y))
-            if not (np.isfinite(score) and score >= vp.leakage_threshold - SCREEN_MARGIN):
+            screened = score_of(pair, screen, rows)
+            if np.isfinite(screened) and screened >= vp.leakage_threshold - SCREEN_MARGIN:
+                score = check(pair, alone)
+                if score is not None:
+                    found.append((score, tuple(sorted((a, b), key=order))))
+                    continue
+            if np.isfinite(screened) and screened >= TRIPLE_FROM:
+                near.append((screened, a, b))
+    flagged = {c for _, cols in found for c in cols}
+    for screened, a, b in sorted(near, key=lambda t: -t[0])[:TRIPLE_PAIRS]:
+        for c in df.columns:
+            if c in (a, b) or c in flagged or pd.api.types.is_datetime64_any_dtype(df[c]):
                 continue
-            if m < len(f.y):
-                x = pair_matrix(values[a], values[b])
-                score = tree_score(x, f, task, params.base.seed)
-                if task == "regression":
-                    score = max(score, rank_fit(x, f.y))
-            if np.isfinite(score) and score >= vp.leakage_threshold and score >= alone + PAIR_MIN_GAIN:
-                found.append((score, *sorted((a, b), key=list(df.columns).index)))  # in the data's order
+            extra = _as_float(f.sample[c], categorical, c)
+            triple = lambda idx, a=a, b=b, e=extra: np.column_stack(  # noqa: E731
+                [pair_matrix(values[a][idx], values[b][idx]), e[idx]]
+            )
+            score = check(triple, max(screened, single.get(c, float("-inf"))))
+            if score is not None:
+                found.append((score, tuple(sorted((a, b, c), key=order))))
+                break  # this pair's leak is named; the next pair
     return sorted(found, key=lambda t: -t[0])

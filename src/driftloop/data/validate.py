@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from driftloop.config import Params
-from driftloop.data.leakage import pair_scores, single_feature_scores
+from driftloop.data.leakage import combination_scores, single_feature_scores
 from driftloop.errors import DataError
 from driftloop.faults import register_point
 
@@ -395,13 +395,14 @@ def validate(df: pd.DataFrame, params: Params, *, source: str) -> tuple[pd.DataF
             found.append(((col,), score, msg))
     single = {cols[0] for cols, _, _ in found}
     rest = [c for c in features if c not in single]
-    for score, a, b in pair_scores(df[rest], df[target], task, params, scores) if len(rest) > 1 else []:
+    for score, cols in combination_scores(df[rest], df[target], task, params, scores) if len(rest) > 1 else []:
+        named = ", ".join(f"'{c}'" for c in cols[:-1]) + f" and '{cols[-1]}'"
+        alone = ", ".join(f"{scores.get(c, float('nan')):.4f}" for c in cols)
         msg = (
-            f"columns '{a}' and '{b}' together (with their difference, sum, product, ratio) predict the target "
-            f"(cross-validated score {score:.4f} >= {threshold}; alone {scores.get(a, float('nan')):.4f} and "
-            f"{scores.get(b, float('nan')):.4f})"
+            f"columns {named} together (with the pair's difference, sum, product, ratio) predict the target "
+            f"(cross-validated score {score:.4f} >= {threshold}; alone {alone})"
         )
-        found.append(((a, b), score, msg))
+        found.append((cols, score, msg))
     if found and vp.on_leakage == "error":
         named = "; ".join(msg for _, _, msg in found)
         columns = list(dict.fromkeys(c for cols, _, _ in found for c in cols))

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from driftloop.config import Params
-from driftloop.data.leakage import pair_scores, single_feature_scores
+from driftloop.data.leakage import combination_scores, single_feature_scores
 from driftloop.data.validate import validate
 from driftloop.errors import DataError
 
@@ -53,8 +53,8 @@ def test_each_column_alone_is_no_suspect():
     df = flights()
     single = single_feature_scores(df.drop(columns="late"), df["late"], "binary", params())
     assert single["arr_time"] < 0.9 and single["sched_arr_time"] < 0.9
-    ((score, a, b),) = pair_scores(df.drop(columns="late"), df["late"], "binary", params(), single)
-    assert (a, b) == ("sched_arr_time", "arr_time") and score >= 0.99
+    ((score, cols),) = combination_scores(df.drop(columns="late"), df["late"], "binary", params(), single)
+    assert cols == ("sched_arr_time", "arr_time") and score >= 0.99
 
 
 def test_pair_leak_warned_or_dropped_as_configured():
@@ -113,17 +113,17 @@ def test_simulator_passes_the_pair_check_cheaply():
     features = df.drop(columns=[TARGET, ID_COLUMN, DATE_COLUMN])
     single = single_feature_scores(features, df[TARGET], "binary", p)
     start = time.perf_counter()
-    assert pair_scores(features, df[TARGET], "binary", p, single) == []
+    assert combination_scores(features, df[TARGET], "binary", p, single) == []
     assert time.perf_counter() - start < 20  # ~1.3 s on 2 loaded cores (66 pairs)
     clean, report = validate(df, p, source="simulated")  # on_leakage: error by default
     assert not [w for w in report.warnings if w.check == "leakage"]
 
 
-def test_pair_scores_are_seeded():
+def test_combination_scores_are_seeded():
     df = flights()
     single = single_feature_scores(df.drop(columns="late"), df["late"], "binary", params())
-    a = pair_scores(df.drop(columns="late"), df["late"], "binary", params(), single)
-    assert a == pair_scores(df.drop(columns="late"), df["late"], "binary", params(), single)
+    a = combination_scores(df.drop(columns="late"), df["late"], "binary", params(), single)
+    assert a == combination_scores(df.drop(columns="late"), df["late"], "binary", params(), single)
 
 
 def test_a_multiclass_grade_defined_by_a_ratio_is_caught():
@@ -144,7 +144,32 @@ def test_a_multiclass_grade_defined_by_a_ratio_is_caught():
         validate(df, params(), source="loans.csv")
 
 
-@pytest.mark.parametrize("name", ["load_breast_cancer", "load_iris", "load_wine", "load_diabetes"])
+def test_a_grade_from_a_pair_and_a_third_column_is_caught_with_all_three():
+    # an amortized loan: installment / amount gives the rate only once the term is known
+    rng = np.random.default_rng(6)
+    n = 5000
+    amount, rate, term = rng.uniform(1000, 40000, n).round(-2), rng.uniform(0.05, 0.30, n), rng.choice([36, 60], n)
+    i = rate / 12
+    df = pd.DataFrame(
+        {
+            "amount": amount,
+            "term": term,
+            "installment": (amount * i / (1 - (1 + i) ** -term)).round(2),
+            "income": rng.lognormal(11, 0.5, n),
+            "late": np.digitize(rate, [0.10, 0.15, 0.20, 0.25]).astype(str),
+        }
+    )
+    X = df.drop(columns="late")
+    single = single_feature_scores(X, df["late"], "multiclass", params())
+    ((score, cols),) = combination_scores(X, df["late"], "multiclass", params(), single)
+    assert cols == ("amount", "term", "installment") and score >= 0.99
+    with pytest.raises(DataError, match="columns 'amount', 'term' and 'installment' together"):
+        validate(df, params(), source="loans.csv")
+    clean, _ = validate(df, params(on_leakage="drop"), source="loans.csv")
+    assert list(clean.columns) == ["income", "late"]
+
+
+@pytest.mark.parametrize("name", ["load_breast_cancer", "load_iris", "load_wine", "load_diabetes", "load_digits"])
 def test_honest_bundled_tables_pass(name):
     from sklearn import datasets
 
