@@ -115,6 +115,8 @@ def validate(
     for w in result["warnings"]:
         action = f" ({w['action']})" if w["action"] != "none" else ""
         err.print(f"[yellow]warning:[/] {escape(w['message'])}{action}")
+    for note in result.get("notes", []):
+        out.print(f"validate: {escape(note)}")
     out.print(f"validate: {result['rows']} rows, task={result['task']}, {result['n_warnings']} warning(s) -> {report}")
 
 
@@ -228,6 +230,10 @@ def evaluate(
         _load(params), str(split_dir), str(model), str(baselines), str(run_info), str(metrics), str(plots)
     )
     _print_metrics(result)
+    if result.get("positive_class") is not None:
+        out.print(f"evaluate: positive class {result['positive_class']!r} ({result.get('positive_rule')})")
+    for w in result.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {escape(w)}")
 
 
 def _print_metrics(result: dict) -> None:

@@ -38,7 +38,7 @@ class BaseParams(_Section):
     seed: int = 42
     task: Task = "auto"
     target: str = "default"
-    positive_class: str | None = None  # binary: which label is the event (default: the last in sorted order)
+    positive_class: str | None = None  # binary: the event label (default: the minority label, see model.py)
     experiment: str = "driftloop"
     model_name: str = "driftloop"
     tracking_uri: str = "sqlite:///mlflow.db"
@@ -98,6 +98,9 @@ class ValidateParams(_Section):
     on_leakage: Literal["error", "warn", "drop"] = "error"
     on_duplicate_rows: Literal["warn", "drop"] = "warn"
     leakage_sample_rows: int = Field(20_000, ge=500)
+    # pairs of these many numeric columns (the best alone) are checked together (k*(k-1)/2 pairs); 0 = off
+    leakage_pair_columns: int = Field(12, ge=0, le=60)
+    min_class_share: float = Field(0.05, ge=0, lt=0.5)  # a smaller class (share of the rows) is warned about
     # date_columns / split.time_column whose day/month order is unsafe (mixed formats, dd/mm vs mm/dd)
     on_ambiguous_dates: Literal["error", "warn"] = "error"
 
@@ -158,7 +161,12 @@ class TuneParams(_Section):
 
 class TrainParams(_Section):
     baselines: list[Literal["dummy", "logistic", "linear"]] = ["dummy", "logistic"]
-    threshold_metric: Literal["f1", "youden"] = "f1"
+    # binary decision threshold, chosen on validation rows: f1 (best F1), youden (best TPR - FPR), recall_floor (the
+    # best precision with recall >= threshold_min_recall), cost (the least threshold_cost_fp * FP + _fn * FN)
+    threshold_metric: Literal["f1", "youden", "recall_floor", "cost"] = "f1"
+    threshold_min_recall: float = Field(0.8, gt=0, le=1)
+    threshold_cost_fp: float = Field(1.0, gt=0)
+    threshold_cost_fn: float = Field(1.0, gt=0)
     baseline_max_rows: int = Field(500_000, ge=1_000)  # baselines are fitted on a seeded sample above this
 
 
@@ -166,6 +174,7 @@ class EvaluateParams(_Section):
     shap_sample_rows: int = Field(1000, ge=100)
     curve_points: int = Field(200, ge=10)
     calibration_bins: int = Field(10, ge=2)
+    max_ece: float = Field(0.05, gt=0, lt=1)  # classification: a larger calibration error on test is warned about
 
 
 class RegisterParams(_Section):

@@ -138,13 +138,23 @@ def _prepared(params: Params, splits: dict[str, pd.DataFrame]):
     return task, enc, X_train, enc.encode(splits["train"][target]), X_valid, enc.encode(splits["valid"][target])
 
 
-def champion_params(client, params: Params) -> list[dict]:
-    """The current champion's tuned parameters, for warm start (empty when there is none)."""
-    from driftloop.register import CHAMPION, current_version
+def champion_params(client, params: Params, problem: dict | None = None) -> list[dict]:
+    """The current champion's tuned parameters, for warm start (empty when there is none, or when ``problem``
+    is given and the champion predicts another target, task or classes: ``register.problem_of``)."""
+    from driftloop import register as reg
 
-    mv = current_version(client, params.base.model_name, CHAMPION)
+    mv = reg.current_version(client, params.base.model_name, reg.CHAMPION)
     if mv is None or not mv.run_id:
         return []
+    if problem is not None:
+        known = reg.version_problem(mv)
+        if known is None:  # a version registered before the problem tag: its model says
+            try:
+                known = reg.version_problem(mv, reg.load_version(params.base.model_name, str(mv.version)))
+            except Exception:  # unloadable: its parameters are no evidence for this problem
+                return []
+        if reg.problem_mismatch(known, problem) is not None:
+            return []
     run = client.get_run(mv.run_id)
     out = {}
     for k, v in run.data.params.items():
@@ -201,7 +211,8 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
         tune_module.fail_orphaned_runs(client, tracking.experiment_id(client, params.base.experiment, params))
         parent = tracking.start_run(client, params, run_name="tune", tags={**tags, f"{tracking.TAG}stage": "tune"})
         trial_logger = tracking.TrialLogger(client, parent.info.experiment_id, parent.info.run_id, tags)
-        return client, parent.info.run_id, trial_logger, champion_params(client, params)
+        problem = {"target": params.base.target, "task": task, "classes": [str(c) for c in enc.classes]}
+        return client, parent.info.run_id, trial_logger, champion_params(client, params, problem)
 
     # MLflow's side runs on a worker thread: set up while the first trial fits (LightGBM releases the GIL
     # while it boosts), then each trial's nested run written while the next one fits. With LightGBM on
@@ -460,6 +471,7 @@ def run_evaluate(
         curve_points=ep.curve_points,
         calibration_bins=ep.calibration_bins,
         seed=params.base.seed,
+        max_ece=ep.max_ece,
     )
     _write_json(result, metrics_out)
     info = json.loads(Path(run_info).read_text())
@@ -513,6 +525,8 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
             champion = reg.load_version(name, champion_mv.version)
         except Exception as exc:  # an unloadable champion must not block: the new model becomes challenger
             error = f"{type(exc).__name__}: {exc}"
+        # a champion of another target/task/classes: refused before anything is written (a new model name)
+        reg.check_same_problem(name, champion_mv, reg.version_problem(champion_mv, champion), model)
     evaluated = json.loads(Path(metrics).read_text()) if Path(metrics).exists() else {}
     test_metrics = evaluated.get("test", {})
     known = None  # the evaluate stage's value of the gate metric, if it scored this model on these test rows
@@ -558,6 +572,7 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
             f"{tracking.TAG}train_run_id": run_id,
             f"{tracking.TAG}tune_run_id": str(info.get("tune_run_id")),
             f"{tracking.TAG}task": model.task,
+            reg.PROBLEM_TAG: json.dumps(reg.problem_of(model)),
             **tags,
         }
         mv = (
