@@ -216,9 +216,12 @@ class DriftloopModel:
         return self.booster.predict(X, num_iteration=self.best_iteration, **extra)
 
     def predict_frame(self, raw: pd.DataFrame, num_threads: int | None = None) -> pd.DataFrame:
-        scores = self.predict_scores(raw, num_threads)
+        return pd.DataFrame(self.outputs(self.predict_scores(raw, num_threads)), index=raw.index)
+
+    def outputs(self, scores: np.ndarray) -> dict[str, np.ndarray]:
+        """The prediction columns of ``scores``: ``prediction`` (label or value) and ``proba_<class>``."""
         if self.task == "regression":
-            return pd.DataFrame({"prediction": scores}, index=raw.index)
+            return {"prediction": scores}
         if self.task == "binary":
             proba = np.column_stack([1 - scores, scores])
             threshold = 0.5 if self.threshold is None else self.threshold
@@ -226,7 +229,7 @@ class DriftloopModel:
         else:
             proba = scores
             codes = proba.argmax(axis=1)
-        out = pd.DataFrame({"prediction": self.encoder.decode(codes)}, index=raw.index)
+        out = {"prediction": self.encoder.decode(codes)}
         for i, c in enumerate(self.encoder.classes):
             out[f"proba_{c}"] = proba[:, i]
         return out
