@@ -179,6 +179,9 @@ class RetrainParams(_Section):
     half_life_days: float = Field(30.0, gt=0)
     # trials when a champion exists (a retrain: its parameters are enqueued first, the warm start); null: tune.n_trials
     n_trials: int | None = Field(None, ge=1)
+    # monitoring with retraining on (`monitor --retrain`, the flow, the demo): a labeled batch that does not trigger
+    # a retrain (ok, warn, cooldown) still joins the training data as a DVC data version; the next retrain uses it
+    keep_labeled_batches: bool = True
 
 
 class EvaluateParams(_Section):
