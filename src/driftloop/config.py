@@ -182,6 +182,11 @@ class RetrainParams(_Section):
     # monitoring with retraining on (`monitor --retrain`, the flow, the demo): a labeled batch that does not trigger
     # a retrain (ok, warn, cooldown) still joins the training data as a DVC data version; the next retrain uses it
     keep_labeled_batches: bool = True
+    # a training split larger than this is fitted (tuned and trained) on a weighted coreset of this many rows:
+    # stratified by target and by a pilot model's score bins, more rows where the score is uncertain, inverse-
+    # probability weights (driftloop.training_data.coreset); null: every row
+    coreset_rows: int | None = Field(None, ge=1_000)
+    coreset_bins: int = Field(10, ge=1, le=100)
 
 
 class EvaluateParams(_Section):
@@ -273,6 +278,8 @@ class DemoParams(_Section):
     drift_from_month: int = Field(6, ge=1)
     drift: DriftParams = DriftParams(covariate_shift=1.0, concept_drift=1.0)
     n_trials: int = Field(8, ge=1)
+    # the oracle line: a model trained on this many post-drift rows (the first model's tuned parameters, all rows)
+    oracle_rows: int = Field(20_000, ge=1_000)
     output_dir: str = "reports/demo"
 
 

@@ -185,8 +185,9 @@ def study_name(params: Params, train_path: Path) -> str:
     budget = {"n_trials", "timeout_seconds", "storage", "study_name", "num_threads"}
     objective = {k: v for k, v in params.tune.model_dump(mode="json").items() if k not in budget}
     parts = [params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"), objective]
-    if params.retrain.training_data != "all":  # other rows or weights: another objective (names kept for "all")
-        parts.append(params.retrain.model_dump(mode="json", exclude={"n_trials"}))
+    rp = params.retrain
+    if rp.training_data != "all" or rp.coreset_rows:  # other rows or weights: another objective (names kept else)
+        parts.append(rp.model_dump(mode="json", exclude={"n_trials", "keep_labeled_batches"}))
     key = json.dumps(parts, sort_keys=True)
     return f"{params.base.experiment}-{md5_file(train_path)[:10]}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"
 

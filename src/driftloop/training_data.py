@@ -66,7 +66,89 @@ def effective_rows(w: np.ndarray | None, n: int) -> float:
 
 
 def select(train: pd.DataFrame, valid: pd.DataFrame, params: Params) -> TrainingData:
-    """Apply ``retrain.training_data`` to the train and valid splits (the test split is never touched)."""
+    """Apply ``retrain.training_data`` to the train and valid splits (the test split is never touched), then
+    ``retrain.coreset_rows`` to the train split."""
+    out = _select_rows(train, valid, params)
+    n = params.retrain.coreset_rows
+    if n is None or len(out.train) <= n:
+        return out
+    idx, w = coreset(out.train, params, n)
+    if out.train_weight is not None:
+        w = w * out.train_weight[idx]
+        w = w / w.mean()
+    out.info |= {"coreset_rows": len(idx), "rows_before_coreset": len(out.train)}
+    out.info["effective_rows_train"] = round(effective_rows(w, len(idx)), 1)
+    return TrainingData(out.train.iloc[idx].reset_index(drop=True), out.valid, w, out.valid_weight, out.info)
+
+
+def pilot_scores(train: pd.DataFrame, params: Params, n_rows: int) -> np.ndarray:
+    """Scores of a quick LightGBM (100 rounds) fitted on a seeded uniform sample of ``n_rows`` training rows, for
+    every training row: the positive-class probability (binary); zeros for other tasks (no score strata). A pilot
+    rather than the champion: it exists for a first training too and needs no registry lookup in the stage."""
+    import lightgbm as lgb
+
+    from driftloop.data.validate import infer_task
+    from driftloop.features import Preprocessor
+    from driftloop.model import TargetEncoder
+    from driftloop.train import feature_frame
+
+    target = params.base.target
+    if infer_task(train[target], params.base.task) != "binary":
+        return np.zeros(len(train))
+    rng = np.random.default_rng(params.base.seed)
+    sample = train.iloc[np.sort(rng.choice(len(train), min(n_rows, len(train)), replace=False))]
+    enc = TargetEncoder.fit(sample[target], "binary", params.base.positive_class)
+    vp = params.validate_params
+    pre = Preprocessor(params.features, tuple(vp.categorical_columns), tuple(vp.date_columns))
+    X = pre.fit_transform(feature_frame(sample, params))
+    lgb_params = {
+        "objective": "binary",
+        "verbose": -1,
+        "seed": params.base.seed,
+        "num_threads": params.tune.num_threads,
+    }
+    booster = lgb.train(lgb_params, lgb.Dataset(X, enc.encode(sample[target])), num_boost_round=100)
+    return booster.predict(pre.transform(feature_frame(train, params)))
+
+
+def coreset(train: pd.DataFrame, params: Params, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """A weighted sample of ``n_rows`` training rows that keeps the model's solution: strata = target class (or
+    target quantile bin for regression) x ``retrain.coreset_bins`` bins of a pilot model's score (binary); rows per
+    stratum by Neyman allocation on the score's Bernoulli spread sqrt(p(1-p)) -- more rows where the model is
+    uncertain, few where it is sure --, at least a quarter of an even share per stratum; inverse-probability weights
+    (stratum rows / sampled rows), scaled to mean 1. Returns the sorted row positions and their weights."""
+    rp, seed = params.retrain, params.base.seed
+    y = train[params.base.target]
+    scores = pilot_scores(train, params, n_rows)
+    if pd.api.types.is_numeric_dtype(y) and y.nunique() > 20:  # regression: target quantile bins
+        label = pd.qcut(y.rank(method="first"), min(rp.coreset_bins, 10), labels=False).to_numpy()
+    else:
+        label = pd.factorize(y)[0]
+    ranks = pd.Series(scores).rank(method="first").to_numpy()
+    score_bin = np.minimum((ranks - 1) * rp.coreset_bins // len(scores), rp.coreset_bins - 1).astype(int)
+    strata = label.astype(np.int64) * rp.coreset_bins + score_bin
+    keys, inverse, sizes = np.unique(strata, return_inverse=True, return_counts=True)
+    spread = np.bincount(inverse, weights=np.sqrt(np.clip(scores * (1 - scores), 0, None)), minlength=len(keys))
+    spread = np.where(spread > 0, spread, sizes * 1e-3)  # no score (not binary): proportional allocation
+    alloc = n_rows * spread / spread.sum()
+    alloc = np.maximum(alloc, n_rows / (4 * len(keys)))  # every stratum keeps some rows
+    alloc = np.minimum(np.round(alloc * n_rows / alloc.sum()).astype(int), sizes)
+    alloc = np.maximum(alloc, 1)
+    rng = np.random.default_rng(seed)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    picked, weights = [], []
+    for k in range(len(keys)):
+        members = order[starts[k] : starts[k] + sizes[k]]
+        take = rng.choice(members, alloc[k], replace=False)
+        picked.append(take)
+        weights.append(np.full(alloc[k], sizes[k] / alloc[k]))
+    idx, w = np.concatenate(picked), np.concatenate(weights)
+    o = np.argsort(idx)
+    return idx[o], w[o] / w[o].mean()
+
+
+def _select_rows(train: pd.DataFrame, valid: pd.DataFrame, params: Params) -> TrainingData:
     rp = params.retrain
     how = rp.training_data
     info: dict = {"training_data": how, "rows_train": len(train), "rows_valid": len(valid)}

@@ -130,3 +130,55 @@ def test_effective_rows():
     assert effective_rows(None, 10) == 10
     assert effective_rows(np.ones(10), 10) == pytest.approx(10)
     assert effective_rows(np.array([1.0, 0.0]), 2) == pytest.approx(1)
+
+
+# --------------------------------------------------------------------------- coreset (retrain.coreset_rows)
+@pytest.fixture(scope="module")
+def big():
+    df = simulate(12000, 5, start_date="2024-01-01", months=6).drop(columns=["application_id"])
+    return split(df, Params(), "binary")
+
+
+def test_coreset_is_a_weighted_stratified_sample_that_represents_every_stratum(big):
+    from driftloop.training_data import coreset, pilot_scores
+
+    p = _params(coreset_rows=1500, coreset_bins=8)
+    idx, w = coreset(big["train"], p, 1500)
+    assert abs(len(idx) - 1500) <= 20 and len(np.unique(idx)) == len(idx) and (np.diff(idx) > 0).all()
+    assert w.mean() == pytest.approx(1.0) and (w > 0).all()
+    # inverse-probability weights: each class keeps its share of the data (weighted), whatever was oversampled
+    y = big["train"]["default"].to_numpy()
+    assert np.sum(w * y[idx]) / w.sum() == pytest.approx(y.mean(), abs=0.01)
+    # more rows where the pilot is unsure: the sample's mean sqrt(p(1-p)) is above the data's
+    s = pilot_scores(big["train"], p, 1500)
+    spread = np.sqrt(s * (1 - s))
+    assert spread[idx].mean() > spread.mean() * 1.1
+    # the same seed, the same coreset
+    idx2, w2 = coreset(big["train"], p, 1500)
+    assert (idx == idx2).all() and np.allclose(w, w2)
+
+
+def test_select_applies_the_coreset_to_train_only_and_lightgbm_fits_it(big):
+    from driftloop.evaluate import metric_value
+    from driftloop.train import train
+
+    p = _params(coreset_rows=2000)
+    out = select(big["train"], big["valid"], p)
+    assert len(out.train) == pytest.approx(2000, abs=20) and len(out.valid) == len(big["valid"])
+    assert out.info["rows_before_coreset"] == len(big["train"]) and out.valid_weight is None
+    lgb = {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 0}
+    model = train(out.train, out.valid, p, "binary", lgb, (out.train_weight, None)).model
+    y = model.encoder.encode(big["test"]["default"])
+    assert metric_value("binary", "roc_auc", y, model.predict_scores(big["test"])) > 0.7
+    # below the size, nothing changes
+    small = select(big["train"], big["valid"], _params(coreset_rows=len(big["train"])))
+    assert small.train is big["train"] and "coreset_rows" not in small.info
+
+
+def test_coreset_multiplies_recency_weights(big):
+    p = _params(coreset_rows=2000, training_data="recency", half_life_days=30)
+    out = select(big["train"], big["valid"], p)
+    assert out.train_weight.mean() == pytest.approx(1.0) and len(out.train_weight) == len(out.train)
+    t = out.train["application_date"]
+    new, old = out.train_weight[(t >= "2024-06-01").to_numpy()], out.train_weight[(t < "2024-02-01").to_numpy()]
+    assert new.mean() > 5 * old.mean()
