@@ -32,11 +32,10 @@ from _common import machine, machine_line, write_json  # noqa: E402
 LGB = {
     "objective": "binary",
     "num_leaves": 63,
-    "learning_rate": 0.05,
+    "learning_rate": 0.1,
     "min_data_in_leaf": 20,
     "feature_fraction": 0.8,
     "verbose": -1,
-    "num_threads": 2,
 }
 
 
@@ -54,12 +53,12 @@ def run_size(n: int, args) -> dict:
     base = {
         "base": {"seed": args.seed},
         "train": {"baselines": []},
-        "tune": {"max_rounds": args.max_rounds, "early_stopping_rounds": 30, "num_threads": 2},
+        "tune": {"max_rounds": args.max_rounds, "early_stopping_rounds": 30, "num_threads": args.num_threads},
     }
     params = Params.model_validate(base)
     s = split(df, params, "binary")
     n_core = max(1000, int(args.fraction * len(s["train"])))
-    lgb = {**LGB, "seed": args.seed}
+    lgb = {**LGB, "seed": args.seed, "num_threads": args.num_threads}
     out = {"rows": n, "train_rows": len(s["train"]), "coreset_rows": n_core}
 
     def auc(model) -> float:
@@ -103,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[250_000, 1_000_000])
     ap.add_argument("--fraction", type=float, default=0.1, help="coreset rows as a fraction of the training rows")
     ap.add_argument("--bins", type=int, default=10, help="retrain.coreset_bins")
-    ap.add_argument("--max-rounds", type=int, default=1000)
+    ap.add_argument("--max-rounds", type=int, default=500)
+    ap.add_argument("--num-threads", type=int, default=1, help="LightGBM threads (1: robust on a loaded machine)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)

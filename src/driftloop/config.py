@@ -177,8 +177,9 @@ class RetrainParams(_Section):
     time_column: str | None = None
     window_rows: int = Field(5_000, ge=100)
     half_life_days: float = Field(30.0, gt=0)
-    # trials when a champion exists (a retrain: its parameters are enqueued first, the warm start); null: tune.n_trials
-    n_trials: int | None = Field(None, ge=1)
+    # trials when a champion exists (a retrain: its parameters are enqueued first, the warm start), at most
+    # tune.n_trials; null: tune.n_trials
+    n_trials: int | None = Field(10, ge=1)
     # monitoring with retraining on (`monitor --retrain`, the flow, the demo): a labeled batch that does not trigger
     # a retrain (ok, warn, cooldown) still joins the training data as a DVC data version; the next retrain uses it
     keep_labeled_batches: bool = True

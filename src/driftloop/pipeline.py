@@ -150,9 +150,10 @@ def _training_rows(params: Params, splits: dict[str, pd.DataFrame]):
 
 
 def retrain_budget(params: Params, has_champion: bool) -> Params:
-    """With a champion (a retrain, warm-started from its parameters) the study gets ``retrain.n_trials``."""
+    """With a champion (a retrain, warm-started from its parameters) the study gets ``retrain.n_trials`` trials
+    (never more than ``tune.n_trials``)."""
     n = params.retrain.n_trials
-    if not has_champion or n is None or n == params.tune.n_trials:
+    if not has_champion or n is None or n >= params.tune.n_trials:
         return params
     return params.model_copy(update={"tune": params.tune.model_copy(update={"n_trials": n})})
 

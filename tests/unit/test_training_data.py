@@ -115,7 +115,11 @@ def test_retrain_budget_applies_only_with_a_champion():
     p = Params.model_validate({"tune": {"n_trials": 30}, "retrain": {"n_trials": 8}})
     assert retrain_budget(p, has_champion=False).tune.n_trials == 30
     assert retrain_budget(p, has_champion=True).tune.n_trials == 8
-    assert retrain_budget(Params(), has_champion=True).tune.n_trials == Params().tune.n_trials
+    assert retrain_budget(Params(), has_champion=True).tune.n_trials == 10  # the default: 10 of 30
+    few = Params.model_validate({"tune": {"n_trials": 4}})  # never more than tune.n_trials
+    assert retrain_budget(few, has_champion=True).tune.n_trials == 4
+    unset = Params.model_validate({"retrain": {"n_trials": None}})
+    assert retrain_budget(unset, has_champion=True).tune.n_trials == 30
 
 
 def test_study_name_changes_with_the_training_data_but_not_with_the_budget(tmp_path):
@@ -158,13 +162,15 @@ def test_coreset_is_a_weighted_stratified_sample_that_represents_every_stratum(b
     assert (idx == idx2).all() and np.allclose(w, w2)
 
 
-def test_select_applies_the_coreset_to_train_only_and_lightgbm_fits_it(big):
+def test_select_applies_the_coreset_and_lightgbm_fits_it(big):
     from driftloop.evaluate import metric_value
     from driftloop.train import train
 
     p = _params(coreset_rows=2000)
     out = select(big["train"], big["valid"], p)
-    assert len(out.train) == pytest.approx(2000, abs=20) and len(out.valid) == len(big["valid"])
+    assert len(out.train) == pytest.approx(2000, abs=20)
+    # valid: the same fraction, uniform, at least 1000 rows
+    assert len(out.valid) == max(1000, round(len(big["valid"]) * 2000 / len(big["train"]))) < len(big["valid"])
     assert out.info["rows_before_coreset"] == len(big["train"]) and out.valid_weight is None
     lgb = {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 0}
     model = train(out.train, out.valid, p, "binary", lgb, (out.train_weight, None)).model
