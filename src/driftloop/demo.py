@@ -681,7 +681,7 @@ def plot_timeline(result: DemoResult, path: Path) -> Path:
             ax1.text(
                 m.month + 0.57,
                 top * 0.97,
-                f"retrain -> v{m.retrain['version']} @{m.retrain['alias']}{_gate_text(m.retrain)}",
+                f"retrain -> v{m.retrain['version']} @{m.retrain['alias']}",
                 rotation=90,
                 va="top",
                 ha="left",
@@ -706,32 +706,30 @@ def plot_timeline(result: DemoResult, path: Path) -> Path:
     o = [m.auc_oracle for m in months]
     lo = [m.auc_estimated_low if m.auc_estimated_low is not None else float("nan") for m in months]
     hi = [m.auc_estimated_high if m.auc_estimated_high is not None else float("nan") for m in months]
+
+    def line(values, label, **style) -> None:  # a month without a value is a gap in the line
+        if any(v is not None for v in values):
+            ax2.plot(x, [float("nan") if v is None else v for v in values], label=label, zorder=3, **style)
+
     if any(v is not None for v in e):
         ax2.fill_between(x, lo, hi, color="#90caf9", alpha=0.35, lw=0, zorder=2)
-        ax2.plot(
-            x,
-            [float("nan") if v is None else v for v in e],
-            marker="x",
-            color="#42a5f5",
-            lw=1.2,
-            ls=":",
-            label="estimated before labels (CBPE, 95 % interval)",
-            zorder=3,
-        )
-    ax2.plot(x, a, marker="o", color="#1565c0", lw=2, label="closed loop, realized (champion in force)", zorder=3)
-    ax2.plot(x, b, marker="s", color="#757575", lw=1.6, ls="--", label="first model, never retrained", zorder=3)
-    if any(v is not None for v in o):
-        ax2.plot(
-            x,
-            [float("nan") if v is None else v for v in o],
-            marker="^",
-            color="#2e7d32",
-            lw=1.4,
-            ls="-.",
-            label="oracle (trained on post-drift data)",
-            zorder=3,
-        )
+    line(e, "estimated before labels (CBPE, 95 % interval)", marker="x", color="#42a5f5", lw=1.2, ls=":")
+    line(a, "closed loop, realized (champion in force)", marker="o", color="#1565c0", lw=2)
+    line(b, "first model, never retrained", marker="s", color="#757575", lw=1.6, ls="--")
+    line(o, "oracle (trained on post-drift data)", marker="^", color="#2e7d32", lw=1.4, ls="-.")
     for m in months:
+        if m.retrain and _gate_text(m.retrain):  # which rows the gate compared the two models on
+            ax2.text(
+                m.month + 0.57,
+                0.98,
+                _gate_text(m.retrain).strip(" ()"),
+                rotation=90,
+                va="top",
+                ha="left",
+                fontsize=7,
+                color="#1565c0",
+                transform=ax2.get_xaxis_transform(),
+            )
         if m.version_in_force and m.auc_retrained is not None:
             ax2.annotate(
                 f"v{m.version_in_force}",
