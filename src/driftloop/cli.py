@@ -494,6 +494,12 @@ def monitor(
                 )
                 raise typer.Exit(RETRAIN_FAILED_EXIT) from None
         _print_retrain(reg)
+    elif retrain and (kept := loop.keep_labeled_batch(p, result, df)) is not None:  # retrain.keep_labeled_batches
+        out.print(
+            f"labeled batch kept for the next retrain: {escape(str(kept))} (a new DVC data version; record it with "
+            f"`git add {escape(str(kept))}.dvc {escape(str(kept.parent / '.gitignore'))} && git commit`)",
+            soft_wrap=True,
+        )
     raise typer.Exit(MONITOR_EXIT.get(result["status"], 0))
 
 

@@ -138,6 +138,26 @@ def _prepared(params: Params, splits: dict[str, pd.DataFrame]):
     return task, enc, X_train, enc.encode(splits["train"][target]), X_valid, enc.encode(splits["valid"][target])
 
 
+def _training_rows(params: Params, splits: dict[str, pd.DataFrame]):
+    """``retrain.training_data`` applied to train/valid (``driftloop.training_data``): splits, weights, info."""
+    from driftloop.training_data import select
+
+    chosen = select(splits["train"], splits["valid"], params)
+    weights = None
+    if chosen.train_weight is not None:
+        weights = (chosen.train_weight, chosen.valid_weight)
+    return {**splits, "train": chosen.train, "valid": chosen.valid}, weights, chosen.info
+
+
+def retrain_budget(params: Params, has_champion: bool) -> Params:
+    """With a champion (a retrain, warm-started from its parameters) the study gets ``retrain.n_trials`` trials
+    (never more than ``tune.n_trials``)."""
+    n = params.retrain.n_trials
+    if not has_champion or n is None or n >= params.tune.n_trials:
+        return params
+    return params.model_copy(update={"tune": params.tune.model_copy(update={"n_trials": n})})
+
+
 def champion_params(client, params: Params, problem: dict | None = None) -> list[dict]:
     """The current champion's tuned parameters, for warm start (empty when there is none, or when ``problem``
     is given and the champion predicts another target, task or classes: ``register.problem_of``)."""
@@ -175,10 +195,11 @@ def study_name(params: Params, train_path: Path) -> str:
     # rerun with a larger budget continues the same study
     budget = {"n_trials", "timeout_seconds", "storage", "study_name", "num_threads"}
     objective = {k: v for k, v in params.tune.model_dump(mode="json").items() if k not in budget}
-    key = json.dumps(
-        [params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"), objective],
-        sort_keys=True,
-    )
+    parts = [params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"), objective]
+    rp = params.retrain
+    if rp.training_data != "all" or rp.coreset_rows:  # other rows or weights: another objective (names kept else)
+        parts.append(rp.model_dump(mode="json", exclude={"n_trials", "keep_labeled_batches"}))
+    key = json.dumps(parts, sort_keys=True)
     return f"{params.base.experiment}-{md5_file(train_path)[:10]}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"
 
 
@@ -195,6 +216,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     from driftloop.tune import BackgroundCallback, can_yield_cpu, tune, yield_cpu
 
     splits = read_splits(split_dir, ("train", "valid"))  # the test split is not tune's input (nor a dvc.yaml dep)
+    splits, weights, rows_info = _training_rows(params, splits)
     task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
     name = study_name(params, split_paths(split_dir)["train"])
     paths = split_paths(split_dir)
@@ -243,6 +265,8 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     if progress is not None:
         callbacks.append(progress)
     try:
+        if params.retrain.n_trials is not None:  # the budget depends on whether a champion exists: look first
+            params = retrain_budget(params, bool(mlflow_side.result()[3]))
         result = tune(
             X_train,
             y_train,
@@ -254,6 +278,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             study_name=name,
             warm_start=lambda: mlflow_side.result()[3],  # enqueued after the first trial: still trial 1
             callbacks=callbacks,
+            weights=weights,
         )
         if logger is not None:
             logger.close()
@@ -277,6 +302,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "metric": result.metric,
             "n_trials": params.tune.n_trials,
             "storage": params.tune.storage.split("://")[0],
+            **{f"training_data.{k}": v for k, v in rows_info.items()},
         },
         metrics={
             "best_score": result.best_value,
@@ -322,8 +348,15 @@ def run_tune_worker(params: Params, split_dir: str, worker_index: int | None = N
     from driftloop.tune import WORKER_TRIAL, tune
 
     splits = read_splits(split_dir, ("train", "valid"))  # the test split is not tune's input (nor a dvc.yaml dep)
+    splits, weights, _ = _training_rows(params, splits)
     task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
     name = study_name(params, split_paths(split_dir)["train"])
+    if params.retrain.n_trials is not None:  # the same budget as the tune stage it joins
+        from driftloop import tracking
+        from driftloop.register import CHAMPION, current_version
+
+        client = tracking.connect(params)
+        params = retrain_budget(params, current_version(client, params.base.model_name, CHAMPION) is not None)
     result = tune(
         X_train,
         y_train,
@@ -335,6 +368,7 @@ def run_tune_worker(params: Params, split_dir: str, worker_index: int | None = N
         study_name=name,
         worker_index=worker_index,
         trial_point=WORKER_TRIAL,
+        weights=weights,
     )
     return result.n_complete + result.n_pruned
 
@@ -381,7 +415,8 @@ def run_train(
     n_test = count_rows(split_paths(split_dir)["test"])
     best = json.loads(Path(tuned).read_text())
     task = infer_task(splits["train"][params.base.target], params.base.task)
-    result = train(splits["train"], splits["valid"], params, task, best["lgb_params"])
+    fitted, weights, rows_info = _training_rows(params, splits)
+    result = train(fitted["train"], fitted["valid"], params, task, best["lgb_params"], weights)
     report = json.loads(Path(validation).read_text()) if Path(validation).exists() else {}
     result.model.ignored = list(report.get("dropped_columns", []))
     _atomic_pickle(result.model, model_out)
@@ -411,6 +446,7 @@ def run_train(
             "rows.train": len(splits["train"]),
             "rows.valid": len(splits["valid"]),
             "rows.test": n_test,
+            **{f"training_data.{k}": v for k, v in rows_info.items()},
         },
         metrics={f"valid_{k}": v for k, v in result.valid_metrics["lightgbm"].items()},
     )

@@ -150,7 +150,10 @@ def train(
     params: Params,
     task: str,
     lgb_params: dict[str, Any],
+    weights: tuple[np.ndarray | None, np.ndarray | None] | None = None,
 ) -> TrainResult:
+    """Fit the model and the baselines; ``weights``: optional (train, valid) LightGBM sample weights
+    (``driftloop.training_data``: retrain.training_data recency). The baselines stay unweighted."""
     from driftloop.evaluate import compute_metrics
     from driftloop.tune import fit_booster, make_datasets
 
@@ -165,7 +168,7 @@ def train(
     )
     X_train = pre.fit_transform(feature_frame(train_df, params))
     X_valid = pre.transform(feature_frame(valid_df, params))
-    dtrain, dvalid = make_datasets(X_train, y_train, X_valid, y_valid, params.tune)
+    dtrain, dvalid = make_datasets(X_train, y_train, X_valid, y_valid, params.tune, weights)
     booster = fit_booster(lgb_params, dtrain, dvalid, params.tune)
     best_iteration = booster.best_iteration or booster.current_iteration()
     booster = booster.__class__(model_str=booster.model_to_string(num_iteration=best_iteration))
