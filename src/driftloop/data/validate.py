@@ -7,7 +7,8 @@ Warnings go to ``reports/validation.json`` (and MLflow): infinite or huge (|x| >
 values (made missing, per column with counts), duplicated rows (counted once ID-like columns are
 set aside; kept or dropped by ``validate.on_duplicate_rows``), constant and all-missing columns
 (dropped), ID-like columns (dropped), leakage suspects (a feature that alone, or a pair of numeric
-features that together (with their difference, sum, product, ratio), predicts the target almost perfectly;
+features (with their difference, sum, product, ratio; or such a pair and one more column) that together
+predicts the target almost perfectly;
 ``driftloop.data.leakage``; every suspect is named at once with its score; error, warning or drop by
 ``validate.on_leakage``), the positive class and a rare class (``validate.min_class_share``).
 """
