@@ -639,6 +639,35 @@ def add_labeled_batch(params: Params, batch_id: str, batch: pd.DataFrame, projec
     return path
 
 
+# decisions whose labeled batch may join the training data without a retrain (a retrain adds it itself; a batch
+# with a schema violation, too few rows or a monitoring error is not trusted as training data)
+KEEP_LABELED = ("ok", "warn")
+
+
+def keep_labeled_batch(
+    params: Params, result: dict[str, Any], batch: pd.DataFrame, project: str | Path = "."
+) -> Path | None:
+    """``retrain.keep_labeled_batches``: a monitored batch with labels that did not trigger a retrain (ok, warn,
+    a retrain held back by the cooldown) joins the training data as a DVC data version, so the next retrain
+    trains on every labeled month, not only on the ones that triggered. Returns the file (None: not kept, and
+    ``result["labeled_batch"]`` says why). Idempotent: a batch already there is not added twice.
+    """
+    if not params.retrain.keep_labeled_batches or result.get("status") not in KEEP_LABELED:
+        return None
+    if _labels(batch, params.base.target) is None:
+        result["labeled_batch"] = {"kept": False, "reason": f"no labels in '{params.base.target}'"}
+        return None
+    path = labeled_path(params, result["batch_id"], project)
+    if not path.exists():
+        add_labeled_batch(params, result["batch_id"], batch, project)
+    result["labeled_batch"] = {"kept": True, "path": str(path)}
+    if result.get("summary_json") and Path(result["summary_json"]).exists():
+        from driftloop.evaluate import write_json
+
+        write_json(result, result["summary_json"])
+    return path
+
+
 @dataclass
 class PipelineSnapshot:
     """What a retraining run can change in a project: ``dvc.lock`` and the outputs DVC does not cache

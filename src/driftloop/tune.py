@@ -509,13 +509,22 @@ class TuneResult:
 
 
 def make_datasets(
-    X_train: pd.DataFrame, y_train: np.ndarray, X_valid: pd.DataFrame, y_valid: np.ndarray, tp: TuneParams
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    X_valid: pd.DataFrame,
+    y_valid: np.ndarray,
+    tp: TuneParams,
+    weights: tuple[np.ndarray | None, np.ndarray | None] | None = None,
 ):
+    """LightGBM's train/valid datasets; ``weights``: optional (train, valid) sample weights (retrain.training_data)."""
     import lightgbm as lgb
 
+    w_train, w_valid = weights or (None, None)
     ds_params = {"max_bin": tp.max_bin, "feature_pre_filter": False, "verbosity": -1}
-    train = lgb.Dataset(X_train, y_train, params=ds_params, free_raw_data=False, categorical_feature="auto")
-    valid = lgb.Dataset(X_valid, y_valid, reference=train, free_raw_data=False)
+    train = lgb.Dataset(
+        X_train, y_train, weight=w_train, params=ds_params, free_raw_data=False, categorical_feature="auto"
+    )
+    valid = lgb.Dataset(X_valid, y_valid, weight=w_valid, reference=train, free_raw_data=False)
     return train, valid
 
 
@@ -546,6 +555,7 @@ def tune(
     callbacks: Sequence[Callable] = (),
     worker_index: int | None = None,
     trial_point: str = TRIAL,
+    weights: tuple[np.ndarray | None, np.ndarray | None] | None = None,
 ) -> TuneResult:
     """Run (or resume, or join) the study and return the best parameters. ``callbacks`` are Optuna callbacks.
 
@@ -559,6 +569,7 @@ def tune(
     sampler's seed is ``base.seed + worker_index``, so workers do not propose the same sets) and asks
     for a trial only while COMPLETE + PRUNED + RUNNING < ``tune.n_trials``: the study ends with exactly
     that many finished trials. ``worker_index`` forces the number (give each worker a distinct one).
+    ``weights``: optional (train, valid) sample weights (``driftloop.training_data``, retrain.training_data).
     """
     import lightgbm as lgb
     import optuna
@@ -569,7 +580,7 @@ def tune(
     metric = tune_metric(task, tp)
     direction = "maximize" if HIGHER_BETTER[metric] else "minimize"
     fixed = fixed_params(task, n_classes, tp, seed)
-    train, valid = make_datasets(X_train, y_train, X_valid, y_valid, tp)
+    train, valid = make_datasets(X_train, y_train, X_valid, y_valid, tp, weights)
     pruner = make_pruner(tp)
     lock = StudyLock(tp.storage, study_name)
     try:
