@@ -151,9 +151,11 @@ def tune(
     p = _load(params)
     with TrialProgress(p.tune.n_trials, console=err) as progress:  # a bar on a terminal, else a line per ~15 s
         result = run_tune(p, str(split_dir), str(out_path), str(report), progress=progress)
+    budget = f" of a {result['timeout_seconds']:.0f}s budget" if result.get("timeout_seconds") else ""
     out.print(
         f"tune: best {result['metric']}={result['best_value']:.5f} after {result['n_complete']} complete, "
-        f"{result['n_pruned']} pruned trials ({result['seconds']:.1f}s); study '{result['study_name']}'"
+        f"{result['n_pruned']} pruned trials ({result['seconds']:.1f}s{budget}), validated on {result['validation']}; "
+        f"study '{result['study_name']}'"
     )
 
 

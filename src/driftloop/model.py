@@ -150,6 +150,9 @@ class DriftloopModel:
     ignored: list = field(default_factory=list)  # columns dropped by validation (IDs, constants...)
     calibration: dict | None = None  # binary: score -> P(positive), fitted on validation rows (driftloop.calibration)
     threshold_objective: str | None = None  # binary: what ``threshold`` was chosen for (train.threshold_metric ...)
+    # lightgbm: ``booster`` is a LightGBM booster (booster.txt: its text model); linear: a driftloop.linear.LinearModel
+    # (booster.txt: its JSON coefficients), chosen by the train stage's algorithm selection
+    algorithm: str = "lightgbm"
 
     # ------------------------------------------------------------------ declarative form (no pickle)
     def to_dict(self) -> dict:
@@ -164,6 +167,7 @@ class DriftloopModel:
             "preprocessor": self.preprocessor.to_dict(),
             **({"calibration": self.calibration} if getattr(self, "calibration", None) else {}),
             **({"threshold_objective": self.threshold_objective} if getattr(self, "threshold_objective", None) else {}),
+            **({"algorithm": self.algorithm} if getattr(self, "algorithm", "lightgbm") != "lightgbm" else {}),
         }
 
     def booster_text(self) -> str:
@@ -180,9 +184,21 @@ class DriftloopModel:
             from driftloop.errors import RegistryError
 
             raise RegistryError(f"model format {fmt!r} is not supported by this driftloop (it reads {MODEL_FORMAT!r})")
+        algorithm = data.get("algorithm", "lightgbm")
+        if algorithm == "linear":
+            from driftloop.linear import LinearModel
+
+            booster = LinearModel.from_string(booster_text)
+        elif algorithm == "lightgbm":
+            booster = lgb.Booster(model_str=booster_text)
+        else:
+            from driftloop.errors import RegistryError
+
+            raise RegistryError(f"model algorithm {algorithm!r} is not supported by this driftloop")
         return cls(
             preprocessor=Preprocessor.from_dict(data["preprocessor"]),
-            booster=lgb.Booster(model_str=booster_text),
+            booster=booster,
+            algorithm=algorithm,
             encoder=TargetEncoder.from_dict(data["encoder"]),
             target=data["target"],
             threshold=data.get("threshold"),

@@ -138,14 +138,19 @@ def _prepared(params: Params, splits: dict[str, pd.DataFrame]):
     return task, enc, X_train, enc.encode(splits["train"][target]), X_valid, enc.encode(splits["valid"][target])
 
 
+def fold_keys(params: Params, splits: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """``groups`` / ``times`` for the tune stage's CV folds (``driftloop.tune.fold_keys``)."""
+    from driftloop.tune import fold_keys as keys
+
+    return keys(params, splits["train"], splits["valid"])
+
+
 def _training_rows(params: Params, splits: dict[str, pd.DataFrame]):
     """``retrain.training_data`` applied to train/valid (``driftloop.training_data``): splits, weights, info."""
     from driftloop.training_data import select
 
     chosen = select(splits["train"], splits["valid"], params)
-    weights = None
-    if chosen.train_weight is not None:
-        weights = (chosen.train_weight, chosen.valid_weight)
+    weights = (chosen.train_weight, chosen.valid_weight)
     return {**splits, "train": chosen.train, "valid": chosen.valid}, weights, chosen.info
 
 
@@ -196,6 +201,8 @@ def study_name(params: Params, train_path: Path) -> str:
     budget = {"n_trials", "timeout_seconds", "storage", "study_name", "num_threads"}
     objective = {k: v for k, v in params.tune.model_dump(mode="json").items() if k not in budget}
     parts = [params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"), objective]
+    if params.train.class_weight != "none":  # weighted classes: another objective
+        parts += [params.train.class_weight, params.train.minority_share_auto]
     rp = params.retrain
     if rp.training_data != "all" or rp.coreset_rows:  # other rows or weights: another objective (names kept else)
         parts.append(rp.model_dump(mode="json", exclude={"n_trials", "keep_labeled_batches"}))
@@ -278,7 +285,9 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             study_name=name,
             warm_start=lambda: mlflow_side.result()[3],  # enqueued after the first trial: still trial 1
             callbacks=callbacks,
-            weights=weights,
+            train_weight=weights[0],
+            valid_weight=weights[1],
+            **fold_keys(params, splits),
         )
         if logger is not None:
             logger.close()
@@ -303,6 +312,10 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "n_trials": params.tune.n_trials,
             "storage": params.tune.storage.split("://")[0],
             **{f"training_data.{k}": v for k, v in rows_info.items()},
+            "sampler": params.tune.sampler,
+            "validation": result.validation,
+            "timeout_seconds": result.timeout_seconds,
+            "refit_rounds": result.refit_rounds,
         },
         metrics={
             "best_score": result.best_value,
@@ -313,6 +326,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "seconds": result.seconds,
         },
     )
+    client.log_dict(run_id, tune_module.describe_space(params.tune), "search_space.json")
     _log_study_plots(client, run_id, result.study)
     client.set_terminated(run_id)
     _write_json(
@@ -320,6 +334,8 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "best_params": result.best_params,
             "lgb_params": result.lgb_params,
             "best_iteration": result.best_iteration,
+            "refit_rounds": result.refit_rounds,
+            "validation": result.validation,
             "metric": result.metric,
             "best_value": result.best_value,
             "task": task,
@@ -333,6 +349,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "n_complete": result.n_complete,
             "n_pruned": result.n_pruned,
             "seconds": round(result.seconds, 2),
+            "timeout_seconds": result.timeout_seconds,
         },
         report,
     )
@@ -368,7 +385,9 @@ def run_tune_worker(params: Params, split_dir: str, worker_index: int | None = N
         study_name=name,
         worker_index=worker_index,
         trial_point=WORKER_TRIAL,
-        weights=weights,
+        train_weight=weights[0],
+        valid_weight=weights[1],
+        **fold_keys(params, splits),
     )
     return result.n_complete + result.n_pruned
 
@@ -416,7 +435,18 @@ def run_train(
     best = json.loads(Path(tuned).read_text())
     task = infer_task(splits["train"][params.base.target], params.base.task)
     fitted, weights, rows_info = _training_rows(params, splits)
-    result = train(fitted["train"], fitted["valid"], params, task, best["lgb_params"], weights)
+    cross_validated = "CV" in str(best.get("validation", ""))
+    result = train(
+        fitted["train"],
+        fitted["valid"],
+        params,
+        task,
+        best["lgb_params"],
+        refit_rounds=best.get("refit_rounds"),
+        weight=weights[0],
+        valid_weight=weights[1],
+        tuned_cv=(best["metric"], best["best_value"]) if cross_validated else None,
+    )
     report = json.loads(Path(validation).read_text()) if Path(validation).exists() else {}
     result.model.ignored = list(report.get("dropped_columns", []))
     _atomic_pickle(result.model, model_out)
@@ -430,7 +460,8 @@ def run_train(
         f"{tracking.TAG}tune_run_id": best.get("tune_run_id", ""),
         f"{tracking.TAG}task": task,
     }
-    run = tracking.start_run(client, params, run_name="lightgbm", tags={**tags, f"{tracking.TAG}algorithm": "lightgbm"})
+    algorithm = result.model.algorithm  # the algorithm selection's choice (driftloop.train.select)
+    run = tracking.start_run(client, params, run_name=algorithm, tags={**tags, f"{tracking.TAG}algorithm": algorithm})
     run_id = run.info.run_id
     lgb_logged = {f"lgb.{k}": json.dumps(v) for k, v in best["lgb_params"].items()}
     tracking.log_batch(
@@ -438,8 +469,12 @@ def run_train(
         run_id,
         params={
             **lgb_logged,
-            "algorithm": "lightgbm",
+            "algorithm": algorithm,
             "num_trees": result.model.booster.num_trees(),
+            "best_iteration": result.best_iteration,
+            "refit": params.train.refit,
+            "refit_rounds": result.refit_rounds,
+            "rows.fit": result.fit_rows,
             "threshold": result.model.threshold,
             "target": params.base.target,
             "task": task,
@@ -448,8 +483,10 @@ def run_train(
             "rows.test": n_test,
             **{f"training_data.{k}": v for k, v in rows_info.items()},
         },
-        metrics={f"valid_{k}": v for k, v in result.valid_metrics["lightgbm"].items()},
+        metrics={f"valid_{k}": v for k, v in result.valid_metrics[_selected_name(result)].items()},
     )
+    if result.selection:
+        client.log_table(run_id, pd.DataFrame(result.selection), "algorithm_selection_valid.json")
     if report:
         client.log_dict(run_id, report, "validation.json")
         tracking.log_batch(client, run_id, metrics={"validation_warnings": report.get("n_warnings", 0)})
@@ -479,6 +516,11 @@ def run_train(
     # model is byte-identical to the last one, which left this run RUNNING forever (found by bench_faults)
     client.set_terminated(run_id)
     return {"valid": result.valid_metrics, **info}
+
+
+def _selected_name(result) -> str:
+    """The selected model's row in ``valid_metrics`` (lightgbm, or the linear model's baseline name)."""
+    return next((r["model"] for r in result.selection if r["selected"]), "lightgbm")
 
 
 # --------------------------------------------------------------------------- evaluate

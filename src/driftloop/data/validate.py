@@ -87,7 +87,7 @@ def required_rows_per_class(params: Params) -> int:
     s = params.split
     train_share = max(1.0 - s.test_size - s.valid_size, 0.05)
     smallest_share = min(s.test_size, s.valid_size, train_share)
-    folds = max(params.tune.cv_folds, 2)
+    folds = max(params.tune.max_cv_folds, 2)
     return max(math.ceil(folds / train_share), math.ceil(2 / smallest_share))
 
 
