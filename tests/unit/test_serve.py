@@ -157,6 +157,28 @@ def test_the_request_fast_path_scores_exactly_as_the_dataframe_path(served):
             np.testing.assert_array_equal(got[c], want[c].to_numpy(), err_msg=c)
 
 
+def test_a_linear_champion_is_served_through_the_dataframe_path(served):
+    """The algorithm selection can register a linear model (``driftloop.linear``), which reads its features by
+    name: the request path gives it the DataFrame, and the predictions are those of ``predict_frame``."""
+    import dataclasses
+
+    from driftloop.contract import Columns
+    from driftloop.linear import LinearModel
+    from driftloop.serve.app import predict_rows
+
+    base = served["models"][0]
+    raw = served["rows"]
+    y = (base.predict_scores(raw) > 0.5).astype(int)  # any labels: the point is the path, not the fit
+    linear = LinearModel("binary", seed=0, strength=1.0).fit(base.features(raw), y)
+    model = dataclasses.replace(base, booster=linear, algorithm="linear", best_iteration=None)
+    recs = _records(raw.head(10))
+    cols = Columns(list(recs[0]), {k: [r.get(k) for r in recs] for k in recs[0]}, len(recs))
+    got = predict_rows(model, cols, 1)
+    want = model.predict_frame(pd.DataFrame.from_records(recs))
+    for c in want.columns:
+        np.testing.assert_array_equal(got[c], want[c].to_numpy(), err_msg=c)
+
+
 # --------------------------------------------------------------------------- bad input: 4xx, nothing logged
 def _raw(body, ctype: str = "application/json") -> dict:
     return {"content": body, "headers": {"content-type": ctype}}

@@ -95,9 +95,14 @@ def _records(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 
 def predict_rows(model: Any, rows: Columns, num_threads: int | None) -> dict[str, np.ndarray]:
-    """The model's outputs for a request's rows: from a float matrix built straight from the values when they are
-    plain (``Preprocessor.matrix``), else through the DataFrame path every other caller uses (same predictions)."""
-    X = model.preprocessor.matrix(rows.data, len(rows))
+    """The model's outputs for a request's rows: a LightGBM booster gets the float matrix built straight from the
+    values when they are plain (``Preprocessor.matrix``); anything else (other values, a linear model, which reads
+    its features by name) takes the DataFrame path every other caller uses. The predictions are the same."""
+    X = (
+        model.preprocessor.matrix(rows.data, len(rows))
+        if getattr(model, "algorithm", "lightgbm") == "lightgbm"
+        else None
+    )
     if X is None:
         X = model.features(rows.frame())
     return model.outputs(model.scores_from_features(X, num_threads))
