@@ -6,10 +6,13 @@ LightGBM parameters: no tuning, so that many retrains fit in a few minutes). For
 concept drift; magnitude 1, docs/simulator.md) the drifted month that triggers the retrain has ``--rows`` rows and
 the month after it (``--rows`` too) is where quality is read.
 
-1. **Recovery.** ROC AUC in the month after the first retrain for: never retraining (the champion), the loop's
-   retrain (old + triggering batch, re-split at random: the pipeline's ``all history``), a sliding window
-   (triggering batch + the newest ``--window-old`` old rows), and the oracle (a model trained on
-   ``--oracle-rows`` post-drift rows). Gap closed = (loop - never) / (oracle - never).
+1. **Recovery.** ROC AUC in the month after the first retrain for: never retraining (the champion), the retrain on
+   old + triggering batch (re-split at random, as the pipeline does) under each ``retrain.training_data`` setting
+   (``all``; ``window`` with each ``--windows`` size; ``recency`` with each ``--half-lives`` half-life, weights by
+   ``application_date``: ``driftloop.training_data.select``, the code the tune and train stages run), and the oracle
+   (a model trained on ``--oracle-rows`` post-drift rows). Gap closed = (policy - never) / (oracle - never), per seed
+   and kind, then averaged. Also without drift (kind ``none``): what each setting costs when the old rows are right.
+   ``application_id`` is dropped, as the validate stage drops it (ID-like): no model reads the period off the ids.
 2. **Gate.** Every retrain is gated twice on its own test split: as before (all test rows) and fairly (rows
    neither model trained or validated on: ``register.unseen_rows``). Truly better = the retrain above; truly
    worse = the same retrain with 70 % of its labels shuffled; "truly" is checked on the month after.
@@ -49,7 +52,10 @@ LGB = {
     "verbose": -1,
     "num_threads": 2,
 }
+ID = "application_id"
 KINDS = {"covariate": {"covariate_shift": 1.0}, "concept": {"concept_drift": 1.0}}
+# recovery is also measured where nothing drifted: what a policy costs when the old rows are still right
+RECOVERY_KINDS = {**KINDS, "none": {}}
 SCENARIOS = {
     "none": {},
     "covariate": {"covariate_shift": 1.0},
@@ -64,16 +70,34 @@ def _month(rows: int, seed: int, month: int, **drift):
     from driftloop.data.simulate import simulate
 
     d = DriftParams(**drift) if drift else None
-    return simulate(rows, seed, start_date=f"2024-{month:02d}-01", months=1, drift=d, id_offset=seed * 100_000 + month)
+    df = simulate(rows, seed, start_date=f"2024-{month:02d}-01", months=1, drift=d, id_offset=seed * 100_000 + month)
+    return df.drop(columns=[ID])  # the validate stage drops this ID-like column: no model may read the period off it
 
 
-def _train(df, params, seed: int):
+def _train(df, params, seed: int, policy: dict | None = None):
+    """Split, apply ``retrain.training_data`` (``policy``: the retrain section's keys), fit fixed LightGBM params."""
     from driftloop.data.split import split
     from driftloop.train import train
+    from driftloop.training_data import select
 
     s = split(df.reset_index(drop=True), params, "binary")
-    model = train(s["train"], s["valid"], params, "binary", {**LGB, "seed": seed}).model
+    p = params.model_copy(update={"retrain": params.retrain.model_copy(update=policy or {})})
+    chosen = select(s["train"], s["valid"], p)
+    lgb = {**LGB, "seed": seed}
+    model = train(
+        chosen.train, chosen.valid, p, "binary", lgb, weight=chosen.train_weight, valid_weight=chosen.valid_weight
+    ).model
     return model, s
+
+
+def policies(args) -> dict[str, dict]:
+    """The retrain.training_data settings compared: all, each window size, each half-life."""
+    out: dict[str, dict] = {"all": {"training_data": "all"}}
+    for w in args.windows:
+        out[f"window {w}"] = {"training_data": "window", "window_rows": w}
+    for h in args.half_lives:
+        out[f"recency {h:g}d"] = {"training_data": "recency", "half_life_days": h}
+    return out
 
 
 def _auc(model, df) -> float:
@@ -100,21 +124,29 @@ def run(args) -> dict:
     mp = params.monitor
     recovery, gate, est_rows, flags, clean = [], [], [], [], {"measured": 0, "size_only": 0, "estimated": 0, "n": 0}
     warnings_after: dict[str, list[bool]] = {"all": [], "recent": []}
+    pol = policies(args)
     for seed in range(args.seeds):
-        old = simulate(args.old_rows, 1000 + seed, start_date="2024-01-01", months=6)
+        old = simulate(args.old_rows, 1000 + seed, start_date="2024-01-01", months=6).drop(columns=[ID])
         champion, s0 = _train(old, params, seed)
         seen0 = reg.SeenRows.of([s0["train"], s0["valid"]], "champion")
         ref = _auc(champion, s0["test"])
         y_test = champion.encoder.encode(s0["test"]["default"])
         ref_se = auc_se_hanley_mcneil(ref, int(y_test.sum()), int(len(y_test) - y_test.sum()))
         cal = Calibration.from_dict(champion.calibration)
-        for kind, drift in KINDS.items():
+        for kind, drift in RECOVERY_KINDS.items():
             trigger = _month(args.rows, 2000 + seed, 7, **drift)
             after = _month(args.rows, 3000 + seed, 8, **drift)
-            retrained, s1 = _train(pd.concat([old, trigger], ignore_index=True), params, seed)
-            window, _ = _train(pd.concat([old.tail(args.window_old), trigger], ignore_index=True), params, seed)
+            history = pd.concat([old, trigger], ignore_index=True)
+            retrained, s1 = _train(history, params, seed)
             oracle, _ = _train(_month(args.oracle_rows, 4000 + seed, 7, **drift), params, seed)
-            never, loop_auc, win_auc, orc = (_auc(m, after) for m in (champion, retrained, window, oracle))
+            row = {"seed": seed, "kind": kind, "never": _auc(champion, after), "oracle": _auc(oracle, after)}
+            row["all"] = _auc(retrained, after)
+            for name, policy in pol.items():
+                if name != "all":
+                    row[name] = _auc(_train(history, params, seed, policy)[0], after)
+            recovery.append(row)
+            if kind not in KINDS:
+                continue
             if kind == "covariate" and seed < args.drift_seeds:  # 5. does the absorbed drift stop warning?
                 known = reg.SeenRows.of([s0["train"], s0["valid"]], "champion", s0["test"])
                 contract = retrained.contract()
@@ -123,9 +155,6 @@ def run(args) -> dict:
                     ref_rows = drift_reference(p_how, s1["train"], known)
                     share = data_drift(ref_rows, after, contract, mp, seed).drift_share
                     warnings_after[how].append(share >= mp.drift_share_warn)
-            recovery.append(
-                {"seed": seed, "kind": kind, "never": never, "all": loop_auc, "window": win_auc, "oracle": orc}
-            )
             # a truly worse challenger: the same rows, 70 % of the labels shuffled
             rng = np.random.default_rng(seed)
 
@@ -140,7 +169,7 @@ def run(args) -> dict:
             worse = train(noisy(s1["train"]), noisy(s1["valid"]), params, "binary", {**LGB, "seed": seed}).model
             seen1 = reg.SeenRows.of([s1["train"], s1["valid"]], "challenger")
             for truth, model in (("better", retrained), ("worse", worse)):
-                real = "better" if _auc(model, after) > never else "worse"
+                real = "better" if _auc(model, after) > row["never"] else "worse"
                 leaky = reg.decide(model, champion, "1", s1["test"], params)
                 fair = reg.decide(model, champion, "1", s1["test"], params, champion_seen=seen0, challenger_seen=seen1)
                 gate.append(
@@ -181,6 +210,7 @@ def run(args) -> dict:
     del loop
     return {
         "recovery": recovery,
+        "policies": list(pol),
         "gate": gate,
         "estimate": est_rows,
         "concept_flags": flags,
@@ -193,17 +223,23 @@ def summarize(raw: dict) -> dict:
     import numpy as np
 
     rec = raw["recovery"]
+    cols = ["never", *raw["policies"], "oracle"]
 
-    def closed(key):
-        gaps = [(r[key] - r["never"]) / (r["oracle"] - r["never"]) for r in rec if r["oracle"] - r["never"] > 1e-3]
-        return float(np.mean(gaps)) if gaps else None
+    def closed(key, kinds=tuple(KINDS)):
+        """Mean over seeds and drift kinds of (policy - never) / (oracle - never): per row, then averaged."""
+        rows = [r for r in rec if r["kind"] in kinds and r["oracle"] - r["never"] > 1e-3]
+        return float(np.mean([(r[key] - r["never"]) / (r["oracle"] - r["never"]) for r in rows])) if rows else None
 
-    out = {"recovery": {}}
-    for kind in KINDS:
+    out = {"recovery": {}, "gap_closed": {}, "gap_closed_by_kind": {}}
+    for kind in RECOVERY_KINDS:
         rows = [r for r in rec if r["kind"] == kind]
-        out["recovery"][kind] = {k: float(np.mean([r[k] for r in rows])) for k in ("never", "all", "window", "oracle")}
-    out["recovery"]["gap_closed_all"] = closed("all")
-    out["recovery"]["gap_closed_window"] = closed("window")
+        out["recovery"][kind] = {k: float(np.mean([r[k] for r in rows])) for k in cols}
+    for name in raw["policies"]:
+        out["gap_closed"][name] = closed(name)
+        out["gap_closed_by_kind"][name] = {kind: closed(name, (kind,)) for kind in KINDS}
+    out["cost_without_drift"] = {  # AUC vs all history when nothing drifted (negative: the policy costs)
+        name: out["recovery"]["none"][name] - out["recovery"]["none"]["all"] for name in raw["policies"]
+    }
     g = raw["gate"]
     for truth in ("better", "worse"):
         rows = [r for r in g if r["checked"] == truth]
@@ -235,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--old-rows", type=int, default=8000, help="pre-drift rows the champion trains on")
     ap.add_argument("--rows", type=int, default=3000, help="rows of the triggering month and of the month after")
-    ap.add_argument("--window-old", type=int, default=2000, help="old rows kept by the sliding window")
+    ap.add_argument("--windows", type=lambda v: [int(x) for x in v.split(",")], default=[2000, 4000],
+                    help="retrain.window_rows values compared (comma-separated)")  # fmt: skip
+    ap.add_argument("--half-lives", type=lambda v: [float(x) for x in v.split(",")], default=[7.0, 14.0, 30.0],
+                    help="retrain.half_life_days values compared (comma-separated)")  # fmt: skip
     ap.add_argument("--oracle-rows", type=int, default=20000, help="post-drift rows the oracle trains on")
     ap.add_argument("--clean-batches", type=int, default=60, help="drift-free batches for the false-retrain count")
     ap.add_argument("--clean-rows", type=int, default=1000, help="rows per drift-free batch (small on purpose)")
@@ -249,15 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - t0
     print(f"\nbench_judgment: {args.seeds} seeds, {seconds:.0f} s; {machine_line(m)}")
     r = s["recovery"]
-    print("1. recovery (ROC AUC in the month after the first retrain; mean over seeds)")
-    print(f"   {'kind':10} {'never':>7} {'all':>7} {'window':>7} {'oracle':>7}")
-    for kind in KINDS:
-        v = r[kind]
-        print(f"   {kind:10} {v['never']:7.4f} {v['all']:7.4f} {v['window']:7.4f} {v['oracle']:7.4f}")
-    print(
-        f"   gap closed (loop - never) / (oracle - never): all history {r['gap_closed_all']:.0%}, "
-        f"sliding window {r['gap_closed_window']:.0%}   (target >= 80 %)"
-    )
+    cols = ["never", *raw["policies"], "oracle"]
+    print("1. recovery (ROC AUC in the month after the first retrain; mean over seeds; retrain.training_data)")
+    print(f"   {'kind':10} " + " ".join(f"{c:>12}" for c in cols))
+    for kind in RECOVERY_KINDS:
+        print(f"   {kind:10} " + " ".join(f"{r[kind][c]:12.4f}" for c in cols))
+    print("   gap closed (policy - never) / (oracle - never), mean over seeds x {covariate, concept} (target >= 80 %):")
+    for name in raw["policies"]:
+        by = s["gap_closed_by_kind"][name]
+        print(
+            f"   {name:14} {s['gap_closed'][name]:6.0%}   (covariate {by['covariate']:.0%}, concept "
+            f"{by['concept']:.0%}; without drift {s['cost_without_drift'][name]:+.4f} AUC vs all)"
+        )
     gb, gw = s["gate_better"], s["gate_worse"]
     print("2. gate: promotion rate, fair (unseen rows) vs as before (all test rows)")
     print(f"   truly better ({gb['n']} retrains): fair {gb['promoted_fair']:.0%}, before {gb['promoted_leaky']:.0%}"

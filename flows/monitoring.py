@@ -207,6 +207,8 @@ def monitoring_flow(
                             description=f"batch {batch_id}: {result['status']}",
                         )
                         raise
+            elif retrain:  # retrain.keep_labeled_batches: its labels join the training data for the next retrain
+                loop.keep_labeled_batch(params, result, df, root)
         result["prefect_flow_run_id"] = flow_run_id
         create_markdown_artifact(
             key="driftloop-monitoring",

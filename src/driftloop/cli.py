@@ -115,6 +115,8 @@ def validate(
     for w in result["warnings"]:
         action = f" ({w['action']})" if w["action"] != "none" else ""
         err.print(f"[yellow]warning:[/] {escape(w['message'])}{action}")
+    for note in result.get("notes", []):
+        out.print(f"validate: {escape(note)}")
     out.print(f"validate: {result['rows']} rows, task={result['task']}, {result['n_warnings']} warning(s) -> {report}")
 
 
@@ -230,6 +232,10 @@ def evaluate(
         _load(params), str(split_dir), str(model), str(baselines), str(run_info), str(metrics), str(plots)
     )
     _print_metrics(result)
+    if result.get("positive_class") is not None:
+        out.print(f"evaluate: positive class {result['positive_class']!r} ({result.get('positive_rule')})")
+    for w in result.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {escape(w)}")
 
 
 def _print_metrics(result: dict) -> None:
@@ -490,6 +496,12 @@ def monitor(
                 )
                 raise typer.Exit(RETRAIN_FAILED_EXIT) from None
         _print_retrain(reg)
+    elif retrain and (kept := loop.keep_labeled_batch(p, result, df)) is not None:  # retrain.keep_labeled_batches
+        out.print(
+            f"labeled batch kept for the next retrain: {escape(str(kept))} (a new DVC data version; record it with "
+            f"`git add {escape(str(kept))}.dvc {escape(str(kept.parent / '.gitignore'))} && git commit`)",
+            soft_wrap=True,
+        )
     raise typer.Exit(MONITOR_EXIT.get(result["status"], 0))
 
 

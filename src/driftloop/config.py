@@ -38,7 +38,7 @@ class BaseParams(_Section):
     seed: int = 42
     task: Task = "auto"
     target: str = "default"
-    positive_class: str | None = None  # binary: which label is the event (default: the last in sorted order)
+    positive_class: str | None = None  # binary: the event label (default: the minority label, see model.py)
     experiment: str = "driftloop"
     model_name: str = "driftloop"
     tracking_uri: str = "sqlite:///mlflow.db"
@@ -98,6 +98,9 @@ class ValidateParams(_Section):
     on_leakage: Literal["error", "warn", "drop"] = "error"
     on_duplicate_rows: Literal["warn", "drop"] = "warn"
     leakage_sample_rows: int = Field(20_000, ge=500)
+    # pairs of these many numeric columns (the best alone) are checked together (k*(k-1)/2 pairs); 0 = off
+    leakage_pair_columns: int = Field(12, ge=0, le=60)
+    min_class_share: float = Field(0.05, ge=0, lt=0.5)  # a smaller class (share of the rows) is warned about
     # date_columns / split.time_column whose day/month order is unsafe (mixed formats, dd/mm vs mm/dd)
     on_ambiguous_dates: Literal["error", "warn"] = "error"
 
@@ -244,14 +247,48 @@ class TrainParams(_Section):
     # store it only by pickle, which driftloop never loads)
     candidates: list[Literal["linear", "hist_gradient_boosting"]] = ["linear", "hist_gradient_boosting"]
     minority_share_auto: float = Field(0.2, gt=0, le=0.5)
-    threshold_metric: Literal["f1", "youden"] = "f1"
+    # binary decision threshold, chosen on validation rows: f1 (best F1), youden (best TPR - FPR), recall_floor (the
+    # best precision with recall >= threshold_min_recall), cost (the least threshold_cost_fp * FP + _fn * FN)
+    threshold_metric: Literal["f1", "youden", "recall_floor", "cost"] = "f1"
+    threshold_min_recall: float = Field(0.8, gt=0, le=1)
+    threshold_cost_fp: float = Field(1.0, gt=0)
+    threshold_cost_fn: float = Field(1.0, gt=0)
     baseline_max_rows: int = Field(500_000, ge=1_000)  # baselines are fitted on a seeded sample above this
+
+
+class RetrainParams(_Section):
+    """What a training (the first one and every retrain) fits on, and the retrain's tuning budget.
+
+    ``all``: every training row, equal weights. ``window``: only the newest ``window_rows`` rows of train (and of
+    valid) by ``time_column``. ``recency``: every row, weighted ``0.5 ** (age_days / half_life_days)`` (age from the
+    newest train/valid row; LightGBM sample weights, in tuning and training). benchmarks/bench_judgment.py compares
+    them on the simulator's drift scenarios (README, issue 12).
+    """
+
+    training_data: Literal["all", "window", "recency"] = "all"
+    # the rows' time for window/recency; null: split.time_column, else the data's only datetime column; none: all
+    # rows, equal weights (the tune/train runs log a note); a named column missing from the data is an error
+    time_column: str | None = None
+    window_rows: int = Field(5_000, ge=100)
+    half_life_days: float = Field(30.0, gt=0)
+    # trials when a champion exists (a retrain: its parameters are enqueued first, the warm start), at most
+    # tune.n_trials; null: tune.n_trials
+    n_trials: int | None = Field(10, ge=1)
+    # monitoring with retraining on (`monitor --retrain`, the flow, the demo): a labeled batch that does not trigger
+    # a retrain (ok, warn, cooldown) still joins the training data as a DVC data version; the next retrain uses it
+    keep_labeled_batches: bool = True
+    # a training split larger than this is fitted (tuned and trained) on a weighted coreset of this many rows:
+    # stratified by target and by a pilot model's score bins, more rows where the score is uncertain, inverse-
+    # probability weights (driftloop.training_data.coreset); null: every row
+    coreset_rows: int | None = Field(None, ge=1_000)
+    coreset_bins: int = Field(10, ge=1, le=100)
 
 
 class EvaluateParams(_Section):
     shap_sample_rows: int = Field(1000, ge=100)
     curve_points: int = Field(200, ge=10)
     calibration_bins: int = Field(10, ge=2)
+    max_ece: float = Field(0.05, gt=0, lt=1)  # classification: a larger calibration error on test is warned about
 
 
 class RegisterParams(_Section):
@@ -337,6 +374,8 @@ class DemoParams(_Section):
     drift_from_month: int = Field(6, ge=1)
     drift: DriftParams = DriftParams(covariate_shift=1.0, concept_drift=1.0)
     n_trials: int = Field(8, ge=1)
+    # the oracle line: a model trained on this many post-drift rows (the first model's tuned parameters, all rows)
+    oracle_rows: int = Field(20_000, ge=1_000)
     output_dir: str = "reports/demo"
 
 
@@ -353,6 +392,7 @@ with warnings.catch_warnings():
         features: FeaturesParams = FeaturesParams()
         tune: TuneParams = TuneParams()
         train: TrainParams = TrainParams()
+        retrain: RetrainParams = RetrainParams()
         evaluate: EvaluateParams = EvaluateParams()
         register: RegisterParams = RegisterParams()
         monitor: MonitorParams = MonitorParams()
@@ -369,7 +409,7 @@ with warnings.catch_warnings():
         def hash(self, *sections: str) -> str:
             """A stable hash of the given sections (all model sections by default)."""
             data = self.model_dump(mode="json", by_alias=True)
-            keys = sections or ("base", "simulate", "ingest", "validate", "split", "features", "tune", "train")
+            keys = sections or MODEL_SECTIONS
             payload = {k: data[k] for k in keys}
             payload["base"] = {k: v for k, v in payload.get("base", {}).items() if k not in _CONNECTION_KEYS}
             if "tune" in payload:  # tune.storage is a connection setting (DRIFTLOOP_OPTUNA_STORAGE)
@@ -378,6 +418,8 @@ with warnings.catch_warnings():
 
 
 _CONNECTION_KEYS = {"tracking_uri", "registry_uri", "artifact_location"}
+# the sections that define a model (Params.hash)
+MODEL_SECTIONS = ("base", "simulate", "ingest", "validate", "split", "features", "tune", "train", "retrain")
 
 # Environment variables that may override connection settings (never model settings).
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {

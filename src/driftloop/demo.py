@@ -21,6 +21,7 @@ import base64
 import contextlib
 import datetime as dt
 import html
+import json
 import os
 import shutil
 import subprocess
@@ -78,8 +79,14 @@ class MonthRecord:
     auc_never_retrained: float | None  # the first model's ROC AUC on the same labels
     report_html: str | None
     seconds_monitor: float
-    retrain: dict[str, Any] | None = None  # version, alias, gate reason, seconds (when retrained)
+    retrain: dict[str, Any] | None = None  # version, alias, gate reason, gate rows, seconds (when retrained)
     alert: bool = False
+    # the champion's label-free (CBPE) ROC AUC estimate, made before the labels were read, and its interval
+    auc_estimated: float | None = None
+    auc_estimated_low: float | None = None
+    auc_estimated_high: float | None = None
+    auc_oracle: float | None = None  # a model trained on demo.oracle_rows post-drift rows (drifted months only)
+    labeled_kept: bool = False  # the batch joined the training data without a retrain (retrain.keep_labeled_batches)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -125,6 +132,42 @@ class DemoResult:
             "months": len(rows),
         }
 
+    def summary_oracle(self) -> float | None:
+        return _mean([m.auc_oracle for m in self.months if m.drifted])
+
+    def estimate_error(self) -> dict[str, Any]:
+        """Mean |CBPE estimate - realized AUC| of the champion in force, over the months with both."""
+        pairs = [(m.auc_estimated, m.auc_retrained) for m in self.months]
+        errs = [abs(e - r) for e, r in pairs if e is not None and r is not None]
+        inside = [
+            m.auc_estimated_low <= m.auc_retrained <= m.auc_estimated_high
+            for m in self.months
+            if None not in (m.auc_estimated_low, m.auc_estimated_high, m.auc_retrained)
+        ]
+        return {
+            "mae": _mean(errs),
+            "max": max(errs) if errs else None,
+            "months": len(errs),
+            "realized_inside_interval": sum(inside),
+        }
+
+    def gap_closed(self) -> dict[str, Any]:
+        """Per drifted month with an oracle: (loop - never) / (oracle - never); the first month after the first
+        retrain, and the mean over the drifted months after it."""
+        first = next((m.month for m in self.months if m.retrain), None)
+        out: dict[str, Any] = {"first_month_after_retrain": None, "mean_after_retrain": None}
+        vals = []
+        for m in self.months:
+            if first is None or m.month <= first or None in (m.auc_oracle, m.auc_retrained, m.auc_never_retrained):
+                continue
+            gap = m.auc_oracle - m.auc_never_retrained
+            if gap > 1e-3:
+                vals.append((m.month, (m.auc_retrained - m.auc_never_retrained) / gap))
+        if vals:
+            out["first_month_after_retrain"] = vals[0][1] if vals[0][0] == first + 1 else None
+            out["mean_after_retrain"] = _mean([v for _, v in vals])
+        return out
+
     def summary(self) -> dict[str, Any]:
         before = [m for m in self.months if not m.drifted]
         return {
@@ -137,10 +180,15 @@ class DemoResult:
                 "never_retrained": _mean([m.auc_never_retrained for m in before]),
                 "months": len(before),
             },
+            "mean_auc_oracle_after_drift": self.summary_oracle(),
+            "gap_closed": self.gap_closed(),
+            "estimate_error": self.estimate_error(),
             "curves": {
                 "month": [m.label for m in self.months],
                 "auc_retrained": [m.auc_retrained for m in self.months],
                 "auc_never_retrained": [m.auc_never_retrained for m in self.months],
+                "auc_estimated": [m.auc_estimated for m in self.months],
+                "auc_oracle": [m.auc_oracle for m in self.months],
                 "drift_share": [m.drift_share for m in self.months],
                 "status": [m.status for m in self.months],
                 "version_in_force": [m.version_in_force for m in self.months],
@@ -389,6 +437,46 @@ def _auc(model, df) -> float | None:
     return perf["metrics"].get("roc_auc")
 
 
+def train_oracle(wp: Params, demo: DemoParams, first_model, lgb_params: dict):
+    """The oracle: the first model's tuned LightGBM parameters fitted on ``demo.oracle_rows`` rows of the drifted
+    distribution (simulated over the drifted months, another seed), split like the workspace's data, every row
+    with equal weight. The columns the validation dropped for the first model (IDs) are dropped here too."""
+    from driftloop.data.simulate import simulate
+    from driftloop.data.split import split
+    from driftloop.train import train
+
+    first_drifted = demo.drift_from_month
+    df = simulate(
+        demo.oracle_rows,
+        wp.base.seed + 7919,
+        start_date=f"{month_label(first_drifted)}-01",
+        months=demo.months - first_drifted + 1,
+        drift=demo.drift,
+        id_offset=10_000_000,
+    )
+    df = df.drop(columns=[c for c in getattr(first_model, "ignored", []) if c in df.columns])
+    plain = wp.model_copy(update={"retrain": wp.retrain.model_copy(update={"training_data": "all"})})
+    parts = split(df, plain, "binary")
+    return train(parts["train"], parts["valid"], plain, "binary", lgb_params).model
+
+
+def _gate_rows(decision: dict) -> dict[str, Any]:
+    """Which rows the gate compared the models on (``register.unseen_rows``' audit), in short."""
+    g = decision.get("gate_rows") or {}
+    return {k: g.get(k) for k in ("rows", "test_rows", "seen_by_champion", "seen_by_challenger", "provenance")}
+
+
+def _test_period(column: str) -> list[str] | None:
+    """First and last day of the workspace's test split (the gate's rows come from it)."""
+    import pandas as pd
+
+    path = Path("data/split/test.parquet")
+    if not path.is_file():
+        return None
+    t = pd.to_datetime(pd.read_parquet(path, columns=[column])[column])
+    return [str(t.min().date()), str(t.max().date())]
+
+
 def run_demo(
     out_dir: str | Path | None = None,
     *,
@@ -458,6 +546,11 @@ def _run_year(out: Path, raw: dict, base: Params, demo: DemoParams, say, t_start
         client = tracking.connect(wp)
         first = loop.resolve_champion(client, wp)
         champions = {first.version: first}
+        t0 = time.perf_counter()
+        tuned = json.loads(Path("models/best_params.json").read_text())["lgb_params"]
+        oracle = train_oracle(wp, demo, first.model, tuned)
+        result.seconds["oracle_training"] = time.perf_counter() - t0
+        say(f"demo: oracle trained on {demo.oracle_rows} post-drift rows ({result.seconds['oracle_training']:.0f} s)")
         retrain_seconds = 0.0
         monitor_seconds = 0.0
         for i in range(1, demo.months + 1):
@@ -473,10 +566,12 @@ def _run_year(out: Path, raw: dict, base: Params, demo: DemoParams, say, t_start
             auc_never = perf.get("metrics", {}).get("roc_auc") if champ.version == first.version else None
             if auc_never is None:
                 auc_never = _auc(first.model, df)
+            est = res.get("estimated_performance") or {}
+            drifted = i >= demo.drift_from_month
             rec = MonthRecord(
                 month=i,
                 label=month_label(i),
-                drifted=i >= demo.drift_from_month,
+                drifted=drifted,
                 batch_id=batch_id,
                 rows=len(df),
                 status=res["status"],
@@ -491,6 +586,10 @@ def _run_year(out: Path, raw: dict, base: Params, demo: DemoParams, say, t_start
                 report_html=res.get("report_html"),
                 seconds_monitor=t_mon,
                 alert="alert" in res,
+                auc_estimated=est.get("roc_auc"),
+                auc_estimated_low=est.get("roc_auc_low"),
+                auc_estimated_high=est.get("roc_auc_high"),
+                auc_oracle=_auc(oracle, df) if drifted else None,
             )
             say(month_line(rec, demo.months, time.perf_counter() - t_start))
             if res["status"] == "retrain":
@@ -510,12 +609,17 @@ def _run_year(out: Path, raw: dict, base: Params, demo: DemoParams, say, t_start
                     "alias": out_reg.get("alias"),
                     "reason": decision.get("reason") or out_reg.get("reason"),
                     "improvement": decision.get("improvement"),
+                    "gate_rows": _gate_rows(decision),
+                    "test_period": _test_period(wp.split.time_column) if wp.split.time_column else None,
                     "seconds": round(dt_retrain, 1),
                 }
                 say(
                     f"demo: month {i}/{demo.months}: retrained -> v{rec.retrain['version']} "
                     f"@{rec.retrain['alias']} ({dt_retrain:.0f} s): {rec.retrain['reason']}"
                 )
+            elif loop.keep_labeled_batch(wp, res, df, ".") is not None:  # retrain.keep_labeled_batches
+                rec.labeled_kept = True
+                _commit(ws, f"labeled batch {res['batch_id']}")
             result.months.append(rec)
         result.seconds.update(monitoring=monitor_seconds, retraining=retrain_seconds)
     return result
@@ -598,9 +702,34 @@ def plot_timeline(result: DemoResult, path: Path) -> Path:
 
     a = [m.auc_retrained for m in months]
     b = [m.auc_never_retrained for m in months]
-    ax2.plot(x, a, marker="o", color="#1565c0", lw=2, label="closed loop (champion in force)", zorder=3)
-    ax2.plot(x, b, marker="s", color="#757575", lw=1.6, ls="--", label="first model, never retrained", zorder=3)
+    e = [m.auc_estimated for m in months]
+    o = [m.auc_oracle for m in months]
+    lo = [m.auc_estimated_low if m.auc_estimated_low is not None else float("nan") for m in months]
+    hi = [m.auc_estimated_high if m.auc_estimated_high is not None else float("nan") for m in months]
+
+    def line(values, label, **style) -> None:  # a month without a value is a gap in the line
+        if any(v is not None for v in values):
+            ax2.plot(x, [float("nan") if v is None else v for v in values], label=label, zorder=3, **style)
+
+    if any(v is not None for v in e):
+        ax2.fill_between(x, lo, hi, color="#90caf9", alpha=0.35, lw=0, zorder=2)
+    line(e, "estimated before labels (CBPE, 95 % interval)", marker="x", color="#42a5f5", lw=1.2, ls=":")
+    line(a, "closed loop, realized (champion in force)", marker="o", color="#1565c0", lw=2)
+    line(b, "first model, never retrained", marker="s", color="#757575", lw=1.6, ls="--")
+    line(o, "oracle (trained on post-drift data)", marker="^", color="#2e7d32", lw=1.4, ls="-.")
     for m in months:
+        if m.retrain and _gate_text(m.retrain):  # which rows the gate compared the two models on
+            ax2.text(
+                m.month + 0.57,
+                0.98,
+                _gate_text(m.retrain).strip(" ()"),
+                rotation=90,
+                va="top",
+                ha="left",
+                fontsize=7,
+                color="#1565c0",
+                transform=ax2.get_xaxis_transform(),
+            )
         if m.version_in_force and m.auc_retrained is not None:
             ax2.annotate(
                 f"v{m.version_in_force}",
@@ -611,7 +740,7 @@ def plot_timeline(result: DemoResult, path: Path) -> Path:
                 fontsize=7,
                 color="#1565c0",
             )
-    vals = [v for v in a + b if v is not None]
+    vals = [v for v in a + b + e + o if v is not None]
     if vals:
         ax2.set_ylim(min(vals) - 0.02, max(vals) + 0.025)
     ax2.set_ylabel("ROC AUC on the month's labels")
@@ -630,9 +759,20 @@ def plot_timeline(result: DemoResult, path: Path) -> Path:
     return path
 
 
+def _gate_text(retrain: dict) -> str:
+    """`` (gate: 812 unseen rows, 2025-05-27..06-30)``: the rows the gate compared the two models on."""
+    rows = (retrain.get("gate_rows") or {}).get("rows")
+    if rows is None:
+        return ""
+    period = retrain.get("test_period")
+    when = f", {period[0]}..{period[1][5:]}" if period else ""
+    return f" (gate: {rows} unseen rows{when})"
+
+
 def write_html(result: DemoResult, png: Path, path: Path) -> Path:
     """A self-contained page: the timeline (base64 PNG) and one table row per month."""
     s = result.after_drift()
+    est = result.estimate_error()
     img = base64.b64encode(png.read_bytes()).decode("ascii")
     rows = []
     for m in result.months:
@@ -645,15 +785,20 @@ def write_html(result: DemoResult, png: Path, path: Path) -> Path:
             version, alias = html.escape(str(m.retrain["version"])), html.escape(str(m.retrain["alias"]))
             action = (
                 f"retrained: v{version} &rarr; @{alias}"
+                f"<br><small>{html.escape(_gate_text(m.retrain).strip(' ()'))}</small>"
                 f"<br><small>{html.escape(str(m.retrain.get('reason') or ''))}</small>"
             )
+        elif m.labeled_kept:
+            action = "labels kept for the next retrain"
         colour = STATUS_COLOURS.get(m.status, "#000")
         reasons = html.escape("; ".join(m.reasons)) or "-"
         rows.append(
             f"<tr><td>{m.label}{' &#9888;' if m.drifted else ''}</td>"
             f"<td style='color:{colour};font-weight:bold' title='{reasons}'>{html.escape(m.status)}</td>"
             f"<td>{_fmt(m.drift_share, '.2f')}</td><td>{'yes' if m.prediction_drift else 'no'}</td>"
-            f"<td>{_fmt(m.auc_retrained)}</td><td>{_fmt(m.auc_never_retrained)}</td><td>v{html.escape(m.version_in_force)}</td>"
+            f"<td>{_fmt(m.auc_estimated)} [{_fmt(m.auc_estimated_low)}, {_fmt(m.auc_estimated_high)}]</td>"
+            f"<td>{_fmt(m.auc_retrained)}</td><td>{_fmt(m.auc_never_retrained)}</td><td>{_fmt(m.auc_oracle)}</td>"
+            f"<td>v{html.escape(m.version_in_force)}</td>"
             f"<td>{action}</td><td>{link}</td><td><small>{reasons}</small></td></tr>"
         )
     st = result.settings
@@ -674,12 +819,14 @@ th {{ background: #f0f0f0; }} img {{ max-width: 100%; }}
 Each month is monitored against the champion in force; a <b>retrain</b> decision adds the labeled batch as a DVC data
 version and reruns the pipeline, whose gate makes the new version @champion or @challenger.</p>
 <p class="k">Mean monthly ROC AUC after the drift: <b>{_fmt(s["retrained"])}</b> with the closed loop vs
-<b>{_fmt(s["never_retrained"])}</b> never retrained (difference {_fmt(s["difference"], "+.3f")}).
-Total run time {result.seconds.get("total", 0):.0f} s.</p>
+<b>{_fmt(s["never_retrained"])}</b> never retrained (difference {_fmt(s["difference"], "+.3f")}); the oracle
+{_fmt(result.summary_oracle())}. Label-free estimate: mean |estimated - realized| {_fmt(est["mae"])} over
+{est["months"]} months. Total run time {result.seconds.get("total", 0):.0f} s.</p>
 <img alt="timeline" src="data:image/png;base64,{img}">
 <h2>Month by month</h2>
-<table><tr><th>month</th><th>status</th><th>drift share</th><th>prediction drift</th><th>AUC (loop)</th>
-<th>AUC (never retrained)</th><th>version in force</th><th>retraining</th><th>Evidently</th><th>reasons</th></tr>
+<table><tr><th>month</th><th>status</th><th>drift share</th><th>prediction drift</th>
+<th>AUC estimated before labels (CBPE)</th><th>AUC (loop)</th><th>AUC (never retrained)</th><th>AUC (oracle)</th>
+<th>version in force</th><th>retraining</th><th>Evidently</th><th>reasons</th></tr>
 {"".join(rows)}
 </table>
 <p><small>Workspace (git + DVC + MLflow, SQLite): {html.escape(str(result.workspace))}.
@@ -712,18 +859,22 @@ def rich_table(result: DemoResult):
         f"({_fmt(s['difference'], '+.3f')}); {len(result.retrains)} retrain(s); "
         f"{result.seconds.get('total', 0):.0f} s",
     )
-    for col in ("month", "drift", "status", "drift share", "AUC loop", "AUC never", "version", "retraining"):
+    cols = ("month", "drift", "status", "drift share", "AUC est.", "AUC loop", "AUC never", "AUC oracle", "version")
+    for col in (*cols, "retraining"):
         table.add_column(col, justify="right" if col.startswith(("AUC", "drift share")) else "left")
     colours = {"ok": "green", "warn": "yellow", "retrain": "red"}
     for m in result.months:
-        action = f"v{m.retrain['version']} -> @{m.retrain['alias']}" if m.retrain else ""
+        action = f"v{m.retrain['version']} -> @{m.retrain['alias']}{_gate_text(m.retrain)}" if m.retrain else ""
+        action = action or ("labels kept" if m.labeled_kept else "")
         table.add_row(
             m.label,
             "yes" if m.drifted else "",
             f"[{colours.get(m.status, 'magenta')}]{m.status}[/]",
             _fmt(m.drift_share, ".2f"),
+            _fmt(m.auc_estimated),
             _fmt(m.auc_retrained),
             _fmt(m.auc_never_retrained),
+            _fmt(m.auc_oracle),
             f"v{m.version_in_force}",
             action,
         )

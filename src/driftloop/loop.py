@@ -554,13 +554,14 @@ def monitor_prediction_log(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Monitor the rows served since the last monitored period (``serve.log_dir``), then record the period.
 
-    The watermark (``<log_dir>/_monitored.json``) moves only after the period was monitored (any status but
-    ``error``): a failed run leaves it, so the next run covers the same rows again; a row is never in two
-    monitored periods. No rows served in the period is bad input (nothing monitored, the watermark stays).
+    The watermark (``<log_dir>/_monitored.json``: the end of the period and the log files read) moves only after
+    the period was monitored (any status but ``error``): a failed run leaves it, so the next run covers the same
+    rows again; a row is never in two monitored periods, and a row flushed after its period was read comes with the
+    next one (``predlog.read_rows``). No rows in the period is bad input (nothing monitored, the watermark stays).
     """
     from driftloop.serve import predlog
 
-    since, until, batch = predlog.read_period(params, until)
+    since, until, batch, files = predlog.read_period(params, until)
     period = f"({since.isoformat() if since else 'the start'}, {until.isoformat(timespec='seconds')}]"
     if batch.empty:
         raise DataError(f"prediction log {params.serve.log_dir}: no rows served in {period}")
@@ -568,7 +569,7 @@ def monitor_prediction_log(
     result = monitor_batch(params, label, batch, client=client, champion=champion, send_alerts=send_alerts)
     result["period"] = {"since": since.isoformat() if since else None, "until": until.isoformat()}
     if result["status"] != "error":
-        predlog.write_watermark(params.serve.log_dir, until, result["batch_id"])
+        predlog.write_watermark(params.serve.log_dir, until, result["batch_id"], files)
     return result, batch
 
 
@@ -635,6 +636,35 @@ def add_labeled_batch(params: Params, batch_id: str, batch: pd.DataFrame, projec
     write_parquet_atomic(batch[batch[params.base.target].notna()], path)
     with Repo(str(project)) as repo:
         repo.add(str(path.relative_to(project)) if Path(project) != Path(".") else str(path))
+    return path
+
+
+# decisions whose labeled batch may join the training data without a retrain (a retrain adds it itself; a batch
+# with a schema violation, too few rows or a monitoring error is not trusted as training data)
+KEEP_LABELED = ("ok", "warn")
+
+
+def keep_labeled_batch(
+    params: Params, result: dict[str, Any], batch: pd.DataFrame, project: str | Path = "."
+) -> Path | None:
+    """``retrain.keep_labeled_batches``: a monitored batch with labels that did not trigger a retrain (ok, warn,
+    a retrain held back by the cooldown) joins the training data as a DVC data version, so the next retrain
+    trains on every labeled month, not only on the ones that triggered. Returns the file (None: not kept, and
+    ``result["labeled_batch"]`` says why). Idempotent: a batch already there is not added twice.
+    """
+    if not params.retrain.keep_labeled_batches or result.get("status") not in KEEP_LABELED:
+        return None
+    if _labels(batch, params.base.target) is None:
+        result["labeled_batch"] = {"kept": False, "reason": f"no labels in '{params.base.target}'"}
+        return None
+    path = labeled_path(params, result["batch_id"], project)
+    if not path.exists():
+        add_labeled_batch(params, result["batch_id"], batch, project)
+    result["labeled_batch"] = {"kept": True, "path": str(path)}
+    if result.get("summary_json") and Path(result["summary_json"]).exists():
+        from driftloop.evaluate import write_json
+
+        write_json(result, result["summary_json"])
     return path
 
 

@@ -145,13 +145,41 @@ def fold_keys(params: Params, splits: dict[str, pd.DataFrame]) -> dict[str, Any]
     return keys(params, splits["train"], splits["valid"])
 
 
-def champion_params(client, params: Params) -> list[dict]:
-    """The current champion's tuned parameters, for warm start (empty when there is none)."""
-    from driftloop.register import CHAMPION, current_version
+def _training_rows(params: Params, splits: dict[str, pd.DataFrame]):
+    """``retrain.training_data`` applied to train/valid (``driftloop.training_data``): splits, weights, info."""
+    from driftloop.training_data import select
 
-    mv = current_version(client, params.base.model_name, CHAMPION)
+    chosen = select(splits["train"], splits["valid"], params)
+    weights = (chosen.train_weight, chosen.valid_weight)
+    return {**splits, "train": chosen.train, "valid": chosen.valid}, weights, chosen.info
+
+
+def retrain_budget(params: Params, has_champion: bool) -> Params:
+    """With a champion (a retrain, warm-started from its parameters) the study gets ``retrain.n_trials`` trials
+    (never more than ``tune.n_trials``)."""
+    n = params.retrain.n_trials
+    if not has_champion or n is None or n >= params.tune.n_trials:
+        return params
+    return params.model_copy(update={"tune": params.tune.model_copy(update={"n_trials": n})})
+
+
+def champion_params(client, params: Params, problem: dict | None = None) -> list[dict]:
+    """The current champion's tuned parameters, for warm start (empty when there is none, or when ``problem``
+    is given and the champion predicts another target, task or classes: ``register.problem_of``)."""
+    from driftloop import register as reg
+
+    mv = reg.current_version(client, params.base.model_name, reg.CHAMPION)
     if mv is None or not mv.run_id:
         return []
+    if problem is not None:
+        known = reg.version_problem(mv)
+        if known is None:  # a version registered before the problem tag: its model says
+            try:
+                known = reg.version_problem(mv, reg.load_version(params.base.model_name, str(mv.version)))
+            except Exception:  # unloadable: its parameters are no evidence for this problem
+                return []
+        if reg.problem_mismatch(known, problem) is not None:
+            return []
     run = client.get_run(mv.run_id)
     out = {}
     for k, v in run.data.params.items():
@@ -172,21 +200,13 @@ def study_name(params: Params, train_path: Path) -> str:
     # rerun with a larger budget continues the same study
     budget = {"n_trials", "timeout_seconds", "storage", "study_name", "num_threads"}
     objective = {k: v for k, v in params.tune.model_dump(mode="json").items() if k not in budget}
-    key = json.dumps(
-        [
-            params.base.seed,
-            params.base.target,
-            params.base.task,
-            params.features.model_dump(mode="json"),
-            objective,
-            *(
-                [params.train.class_weight, params.train.minority_share_auto]
-                if params.train.class_weight != "none"
-                else []
-            ),
-        ],
-        sort_keys=True,
-    )
+    parts = [params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"), objective]
+    if params.train.class_weight != "none":  # weighted classes: another objective
+        parts += [params.train.class_weight, params.train.minority_share_auto]
+    rp = params.retrain
+    if rp.training_data != "all" or rp.coreset_rows:  # other rows or weights: another objective (names kept else)
+        parts.append(rp.model_dump(mode="json", exclude={"n_trials", "keep_labeled_batches"}))
+    key = json.dumps(parts, sort_keys=True)
     return f"{params.base.experiment}-{md5_file(train_path)[:10]}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"
 
 
@@ -203,6 +223,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     from driftloop.tune import BackgroundCallback, can_yield_cpu, tune, yield_cpu
 
     splits = read_splits(split_dir, ("train", "valid"))  # the test split is not tune's input (nor a dvc.yaml dep)
+    splits, weights, rows_info = _training_rows(params, splits)
     task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
     name = study_name(params, split_paths(split_dir)["train"])
     paths = split_paths(split_dir)
@@ -219,7 +240,8 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
         tune_module.fail_orphaned_runs(client, tracking.experiment_id(client, params.base.experiment, params))
         parent = tracking.start_run(client, params, run_name="tune", tags={**tags, f"{tracking.TAG}stage": "tune"})
         trial_logger = tracking.TrialLogger(client, parent.info.experiment_id, parent.info.run_id, tags)
-        return client, parent.info.run_id, trial_logger, champion_params(client, params)
+        problem = {"target": params.base.target, "task": task, "classes": [str(c) for c in enc.classes]}
+        return client, parent.info.run_id, trial_logger, champion_params(client, params, problem)
 
     # MLflow's side runs on a worker thread: set up while the first trial fits (LightGBM releases the GIL
     # while it boosts), then each trial's nested run written while the next one fits. With LightGBM on
@@ -250,6 +272,8 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
     if progress is not None:
         callbacks.append(progress)
     try:
+        if params.retrain.n_trials is not None:  # the budget depends on whether a champion exists: look first
+            params = retrain_budget(params, bool(mlflow_side.result()[3]))
         result = tune(
             X_train,
             y_train,
@@ -261,6 +285,8 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             study_name=name,
             warm_start=lambda: mlflow_side.result()[3],  # enqueued after the first trial: still trial 1
             callbacks=callbacks,
+            train_weight=weights[0],
+            valid_weight=weights[1],
             **fold_keys(params, splits),
         )
         if logger is not None:
@@ -285,6 +311,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "metric": result.metric,
             "n_trials": params.tune.n_trials,
             "storage": params.tune.storage.split("://")[0],
+            **{f"training_data.{k}": v for k, v in rows_info.items()},
             "sampler": params.tune.sampler,
             "validation": result.validation,
             "timeout_seconds": result.timeout_seconds,
@@ -338,8 +365,15 @@ def run_tune_worker(params: Params, split_dir: str, worker_index: int | None = N
     from driftloop.tune import WORKER_TRIAL, tune
 
     splits = read_splits(split_dir, ("train", "valid"))  # the test split is not tune's input (nor a dvc.yaml dep)
+    splits, weights, _ = _training_rows(params, splits)
     task, enc, X_train, y_train, X_valid, y_valid = _prepared(params, splits)
     name = study_name(params, split_paths(split_dir)["train"])
+    if params.retrain.n_trials is not None:  # the same budget as the tune stage it joins
+        from driftloop import tracking
+        from driftloop.register import CHAMPION, current_version
+
+        client = tracking.connect(params)
+        params = retrain_budget(params, current_version(client, params.base.model_name, CHAMPION) is not None)
     result = tune(
         X_train,
         y_train,
@@ -351,6 +385,8 @@ def run_tune_worker(params: Params, split_dir: str, worker_index: int | None = N
         study_name=name,
         worker_index=worker_index,
         trial_point=WORKER_TRIAL,
+        train_weight=weights[0],
+        valid_weight=weights[1],
         **fold_keys(params, splits),
     )
     return result.n_complete + result.n_pruned
@@ -398,14 +434,17 @@ def run_train(
     n_test = count_rows(split_paths(split_dir)["test"])
     best = json.loads(Path(tuned).read_text())
     task = infer_task(splits["train"][params.base.target], params.base.task)
+    fitted, weights, rows_info = _training_rows(params, splits)
     cross_validated = "CV" in str(best.get("validation", ""))
     result = train(
-        splits["train"],
-        splits["valid"],
+        fitted["train"],
+        fitted["valid"],
         params,
         task,
         best["lgb_params"],
         refit_rounds=best.get("refit_rounds"),
+        weight=weights[0],
+        valid_weight=weights[1],
         tuned_cv=(best["metric"], best["best_value"]) if cross_validated else None,
     )
     report = json.loads(Path(validation).read_text()) if Path(validation).exists() else {}
@@ -442,6 +481,7 @@ def run_train(
             "rows.train": len(splits["train"]),
             "rows.valid": len(splits["valid"]),
             "rows.test": n_test,
+            **{f"training_data.{k}": v for k, v in rows_info.items()},
         },
         metrics={f"valid_{k}": v for k, v in result.valid_metrics[_selected_name(result)].items()},
     )
@@ -509,6 +549,7 @@ def run_evaluate(
         curve_points=ep.curve_points,
         calibration_bins=ep.calibration_bins,
         seed=params.base.seed,
+        max_ece=ep.max_ece,
     )
     _write_json(result, metrics_out)
     info = json.loads(Path(run_info).read_text())
@@ -562,6 +603,8 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
             champion = reg.load_version(name, champion_mv.version)
         except Exception as exc:  # an unloadable champion must not block: the new model becomes challenger
             error = f"{type(exc).__name__}: {exc}"
+        # a champion of another target/task/classes: refused before anything is written (a new model name)
+        reg.check_same_problem(name, champion_mv, reg.version_problem(champion_mv, champion), model)
     evaluated = json.loads(Path(metrics).read_text()) if Path(metrics).exists() else {}
     test_metrics = evaluated.get("test", {})
     known = None  # the evaluate stage's value of the gate metric, if it scored this model on these test rows
@@ -607,6 +650,7 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
             f"{tracking.TAG}train_run_id": run_id,
             f"{tracking.TAG}tune_run_id": str(info.get("tune_run_id")),
             f"{tracking.TAG}task": model.task,
+            reg.PROBLEM_TAG: json.dumps(reg.problem_of(model)),
             **tags,
         }
         mv = (

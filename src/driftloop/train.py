@@ -38,15 +38,68 @@ def feature_frame(df: pd.DataFrame, params: Params) -> pd.DataFrame:
     return df.drop(columns=[c for c in drop if c in df.columns])
 
 
-def choose_threshold(y: np.ndarray, p: np.ndarray, how: str) -> float:
+def choose_threshold(
+    y: np.ndarray,
+    p: np.ndarray,
+    how: str,
+    *,
+    min_recall: float = 0.8,
+    cost_fp: float = 1.0,
+    cost_fn: float = 1.0,
+) -> float:
+    """The binary decision threshold (predict positive when ``p >= threshold``) chosen on held-out rows for ``how``:
+
+    - ``f1``: the best F1;
+    - ``youden``: the best TPR - FPR;
+    - ``recall_floor``: the best precision among thresholds whose recall is at least ``min_recall`` (ties: the
+      highest threshold);
+    - ``cost``: the least ``cost_fp * false positives + cost_fn * false negatives`` (ties: the highest threshold;
+      predicting no positive at all is a candidate: threshold just above the highest score, capped at 1).
+    """
     from sklearn.metrics import precision_recall_curve, roc_curve
 
+    y, p = np.asarray(y), np.asarray(p, dtype=float)
+    if len(np.unique(y)) < 2:
+        return 0.5
     if how == "youden":
         fpr, tpr, thr = roc_curve(y, p)
         return float(np.clip(thr[np.argmax(tpr - fpr)], 0, 1))
-    precision, recall, thr = precision_recall_curve(y, p)
+    if how == "cost":
+        fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)  # thr decreasing; thr[0] = inf: no positive
+        n_pos, n_neg = int((y == 1).sum()), int((y != 1).sum())
+        cost = cost_fp * fpr * n_neg + cost_fn * (1 - tpr) * n_pos
+        best = int(np.flatnonzero(cost <= cost.min() + 1e-9 * max(1.0, cost.min()))[0])  # the highest threshold
+        return float(min(thr[best], 1.0)) if np.isfinite(thr[best]) else float(min(np.nextafter(p.max(), 2), 1.0))
+    precision, recall, thr = precision_recall_curve(y, p)  # thr increasing; precision/recall have one more point
+    precision, recall = precision[:-1], recall[:-1]
+    if how == "recall_floor":
+        ok = np.flatnonzero(recall >= min_recall - 1e-12)
+        best = ok[np.flatnonzero(precision[ok] >= precision[ok].max() - 1e-12)[-1]]
+        return float(thr[best])
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(thr[np.argmax(f1[:-1])]) if len(thr) else 0.5
+    return float(thr[np.argmax(f1)]) if len(thr) else 0.5
+
+
+def threshold_objective(tp) -> str:
+    """The objective of ``train`` params in words (stored with the model as ``threshold_objective``)."""
+    return {
+        "f1": "f1: the best F1 on validation rows",
+        "youden": "youden: the best TPR - FPR on validation rows",
+        "recall_floor": f"recall_floor: the best precision with recall >= {tp.threshold_min_recall} on validation rows",
+        "cost": f"cost: the least {tp.threshold_cost_fp} x FP + {tp.threshold_cost_fn} x FN on validation rows",
+    }[tp.threshold_metric]
+
+
+def threshold_for(y: np.ndarray, p: np.ndarray, tp) -> float:
+    """``choose_threshold`` for the objective of ``train`` params (``train.threshold_*``)."""
+    return choose_threshold(
+        y,
+        p,
+        tp.threshold_metric,
+        min_recall=tp.threshold_min_recall,
+        cost_fp=tp.threshold_cost_fp,
+        cost_fn=tp.threshold_cost_fn,
+    )
 
 
 def baseline_name(task: str, name: str) -> str:
@@ -139,7 +192,8 @@ def train(
     # rows it never saw; the refit below sees them, so its own validation scores would be in-sample
     valid_scores = model.predict_scores(valid_df)
     if task == "binary":
-        model.threshold = choose_threshold(y_valid, valid_scores, params.train.threshold_metric)
+        model.threshold = threshold_for(y_valid, valid_scores, params.train)
+        model.threshold_objective = threshold_objective(params.train)
         if len(np.unique(y_valid)) == 2:  # for label-free performance estimates (driftloop.calibration)
             from driftloop.calibration import Calibration
 
@@ -166,7 +220,7 @@ def train(
         else:
             _fit_sample(est, X_train, y_train, params, weight, (X_valid, y_valid))
         scores = baseline_scores(est, X_valid, task)
-        threshold = choose_threshold(y_valid, scores, params.train.threshold_metric) if task == "binary" else None
+        threshold = threshold_for(y_valid, scores, params.train) if task == "binary" else None
         valid_metrics[name] = compute_metrics(task, y_valid, scores, threshold)
         if name != "dummy":
             linear = (name, est, scores, threshold)
@@ -182,6 +236,8 @@ def train(
     if linear is not None and next(r for r in selection if r["selected"])["model"] == linear[0]:
         name, est, scores, threshold = linear
         model = DriftloopModel(pre, est, encoder, target, threshold=threshold, algorithm="linear")
+        if task == "binary":
+            model.threshold_objective = threshold_objective(params.train)
         if task == "binary" and len(np.unique(y_valid)) == 2:
             from driftloop.calibration import Calibration
 
@@ -279,7 +335,7 @@ def _hist_gradient_boosting(task, X_train, y_train, X_valid, y_valid, weight, pa
     scores = baseline_scores(est, X_valid, task) if task == "regression" else est.predict_proba(X_valid)
     if task == "binary":
         scores = scores[:, 1]
-    threshold = choose_threshold(y_valid, scores, params.train.threshold_metric) if task == "binary" else None
+    threshold = threshold_for(y_valid, scores, params.train) if task == "binary" else None
     return compute_metrics(task, y_valid, scores, threshold)
 
 

@@ -781,6 +781,7 @@ def make_datasets(
     train_weight: np.ndarray | None = None,
     valid_weight: np.ndarray | None = None,
 ):
+    """LightGBM's train/valid datasets; ``weights``: optional (train, valid) sample weights (retrain.training_data)."""
     import lightgbm as lgb
 
     ds_params = dataset_params(tp, max_bin)

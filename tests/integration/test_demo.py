@@ -61,14 +61,30 @@ def test_demo_tiny_year(tmp_path):
         assert len(curves[key]) == MONTHS and all(0.5 < v <= 1 for v in curves[key])
     # before any retraining both curves are the same model
     assert curves["auc_retrained"][:DRIFT_FROM] == curves["auc_never_retrained"][:DRIFT_FROM]
+    # the label-free estimate (made before the labels were read) next to the realized AUC, every month
+    assert all(0.5 < v <= 1 for v in curves["auc_estimated"]) and len(curves["auc_estimated"]) == MONTHS
+    for m in months:
+        assert m["auc_estimated_low"] <= m["auc_estimated"] <= m["auc_estimated_high"]
+    assert s["estimate_error"]["months"] == MONTHS and s["estimate_error"]["mae"] < 0.1
+    # the oracle (trained on post-drift rows) on the drifted months only
+    assert curves["auc_oracle"][: DRIFT_FROM - 1] == [None] * (DRIFT_FROM - 1)
+    assert all(0.5 < v <= 1 for v in curves["auc_oracle"][DRIFT_FROM - 1 :])
+    # which rows the gate compared the models on: test rows neither had trained or validated on
+    gate = s["retrains"][0]["gate_rows"]
+    assert 0 < gate["rows"] <= gate["test_rows"] and "absent from both models" in gate["provenance"]
+    assert s["retrains"][0]["test_period"][1] <= "2025-03-31"
+    assert "gate: " in html and "AUC estimated before labels" in html
     after = s["mean_auc_after_drift"]
     assert after["months"] == MONTHS - DRIFT_FROM + 1
     assert after["difference"] == pytest.approx(after["retrained"] - after["never_retrained"])
 
-    # the workspace: the labeled batch is a DVC data version, committed; alerts logged
+    # the workspace: every labeled month is a DVC data version, committed (retrain.keep_labeled_batches: the
+    # months that did not trigger a retrain too); alerts logged
     ws = out / "workspace"
-    assert list((ws / "data" / "labeled").glob("*.parquet.dvc"))
+    kept = [m for m in months if m["labeled_kept"]]
+    assert [m["label"] for m in kept][:2] == ["2025-01", "2025-02"]
+    assert len(list((ws / "data" / "labeled").glob("*.parquet.dvc"))) == len(kept) + len(s["retrains"])
     log = subprocess.run(["git", "log", "--format=%s"], cwd=ws, capture_output=True, text=True, check=True).stdout
-    assert "retrain on sim-2025-03" in log
+    assert "retrain on sim-2025-03" in log and "labeled batch sim-2025-01" in log
     alerts = [json.loads(line) for line in (ws / "reports" / "alerts.jsonl").read_text().splitlines()]
     assert {a["status"] for a in alerts} >= {"retrain"}

@@ -103,3 +103,33 @@ def test_labeled_batches_never_collide_nor_are_overwritten(project, monkeypatch)
         loop.add_labeled_batch(params, "2025-03", a.copy(), ".")
     dots = loop.add_labeled_batch(params, "..", _batch(9).head(50), ".")  # a file named `...csv`
     assert dots.resolve().parent == (project / "data/labeled").resolve() and dots.name.startswith("batch-")
+
+
+def test_every_labeled_batch_joins_the_training_data_not_only_the_triggering_ones(project, monkeypatch):
+    """retrain.keep_labeled_batches: an ok or warn batch (a retrain held back by the cooldown is a warn) with labels
+    becomes a DVC data version; a schema violation, an unlabeled batch or the setting off keep nothing."""
+    monkeypatch.chdir(project)
+    params = load_params("params.yaml")
+    labeled = project / "data/labeled"
+
+    def result(status, df):
+        return {"status": status, "batch_id": loop.make_batch_id(f"2025-{status}", df)}
+
+    ok, warn = _batch(11), _batch(12)
+    r_ok, r_warn = result("ok", ok), result("warn", warn)
+    kept = loop.keep_labeled_batch(params, r_ok, ok, ".")
+    assert kept.exists() and kept.with_name(kept.name + ".dvc").exists() and r_ok["labeled_batch"]["kept"]
+    assert loop.keep_labeled_batch(params, r_warn, warn, ".").exists()
+    assert loop.keep_labeled_batch(params, r_ok, ok, ".") == kept  # idempotent: monitored twice, kept once
+    bad, unlabeled = _batch(13), _batch(14).drop(columns=["default"])
+    assert loop.keep_labeled_batch(params, result("schema_violation", bad), bad, ".") is None
+    r_un = result("ok", unlabeled)
+    assert loop.keep_labeled_batch(params, r_un, unlabeled, ".") is None and not r_un["labeled_batch"]["kept"]
+    off = params.model_copy(update={"retrain": params.retrain.model_copy(update={"keep_labeled_batches": False})})
+    other = _batch(15)
+    assert loop.keep_labeled_batch(off, result("ok", other), other, ".") is None
+    assert len(list(labeled.glob("*.parquet"))) == 2
+    # the ingest stage reads them: the next retrain trains on both
+    from driftloop.data.ingest import labeled_batches
+
+    assert len(labeled_batches(params)) == 2
