@@ -5,6 +5,7 @@ Nothing here runs at import; ``connect(params)`` sets the tracking/registry URIs
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -89,7 +90,35 @@ def connect(params: Params):
             mlflow.set_tracking_uri(uri)
             # None as well: a registry set for an earlier project in this process must not stick
             mlflow.set_registry_uri(params.base.registry_uri)
-        return MlflowClient(tracking_uri=uri, registry_uri=params.base.registry_uri or uri)
+        registry = params.base.registry_uri or uri
+        with _sqlite_init_lock(uri):
+            client = MlflowClient(tracking_uri=uri, registry_uri=registry)
+            if uri.startswith("sqlite:///"):
+                client.search_experiments(max_results=1)  # tracking tables created here, under the lock
+                if registry == uri:
+                    client.search_registered_models(max_results=1)  # and the registry's
+        return client
+
+
+@contextlib.contextmanager
+def _sqlite_init_lock(uri: str):
+    """One process at a time opens a SQLite store: MLflow creates (or migrates) its tables when a client is made,
+    and two processes opening a new store at once (tune workers beside the tune stage, two commands on a fresh
+    clone) both ran the migrations; one failed (``duplicate column name``). A kernel file lock next to the
+    database serialises that; other stores need no lock."""
+    import fcntl
+
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".init.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def experiment_id(client, name: str, params: Params) -> str:

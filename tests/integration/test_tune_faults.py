@@ -178,7 +178,9 @@ def test_killed_worker_trial_is_failed_by_the_next_worker(project, monkeypatch, 
         killed = _driftloop(["tune-worker", "--split-dir", "data/split"], project, "tune.worker_trial@2")
         assert killed.returncode == -signal.SIGKILL
         study = optuna.load_study(study_name=unique_name, storage=pg_url)
-        assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]
+        states = [t.state.name for t in study.trials]
+        # the cheap starts and LightGBM's defaults are enqueued first: those not yet asked for stay WAITING
+        assert states[:2] == ["COMPLETE", "RUNNING"] and set(states[2:]) <= {"WAITING"}, states
         again = _driftloop(["tune-worker", "--split-dir", "data/split", "--worker-index", "7"], project)
         assert again.returncode == 0, again.stderr
         states = [t.state.name for t in optuna.load_study(study_name=unique_name, storage=pg_url).trials]
