@@ -316,9 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.labeled_months:
         months = run_months(args)
-        print(
-            f"\nbench_judgment --labeled-months: {args.seeds} seeds, {time.perf_counter() - t0:.0f} s; {machine_line(m)}"
-        )
+        seconds = time.perf_counter() - t0
+        print(f"\nbench_judgment --labeled-months: {args.seeds} seeds, {seconds:.0f} s; {machine_line(m)}")
         for k in range(1, args.labeled_months + 1):
             by = {kind: months[kind].get(k) for kind in KINDS}
             vals = [v for v in by.values() if v is not None]
