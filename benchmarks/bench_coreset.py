@@ -71,7 +71,7 @@ def run_size(n: int, args) -> dict:
     t0 = time.perf_counter()
     chosen = select(s["train"], s["valid"], p_core)
     out["coreset_select_s"] = time.perf_counter() - t0
-    core = train(chosen.train, chosen.valid, p_core, "binary", lgb, (chosen.train_weight, None)).model
+    core = train(chosen.train, chosen.valid, p_core, "binary", lgb, weight=chosen.train_weight).model
     out["coreset_s"] = time.perf_counter() - t0
     out["coreset_auc"] = auc(core)
     out["coreset_effective_rows"] = chosen.info.get("effective_rows_train")

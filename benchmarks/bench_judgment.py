@@ -84,8 +84,10 @@ def _train(df, params, seed: int, policy: dict | None = None):
     s = split(df.reset_index(drop=True), params, "binary")
     p = params.model_copy(update={"retrain": params.retrain.model_copy(update=policy or {})})
     chosen = select(s["train"], s["valid"], p)
-    weights = (chosen.train_weight, chosen.valid_weight) if chosen.train_weight is not None else None
-    model = train(chosen.train, chosen.valid, p, "binary", {**LGB, "seed": seed}, weights).model
+    lgb = {**LGB, "seed": seed}
+    model = train(
+        chosen.train, chosen.valid, p, "binary", lgb, weight=chosen.train_weight, valid_weight=chosen.valid_weight
+    ).model
     return model, s
 
 

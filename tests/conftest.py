@@ -31,6 +31,10 @@ def small_params(tmp: Path, **overrides) -> dict:
     p["tune"].update(
         n_trials=4, max_rounds=80, early_stopping_rounds=10, num_threads=1, pruner_warmup_rounds=5, n_startup_trials=2
     )
+    p["tune"]["timeout_seconds"] = None  # tests count trials: no time budget to cut a study short on a loaded machine
+    # the gate, registry and monitoring scenarios are built from LightGBM models of chosen strength: no algorithm
+    # selection swapping in a linear model (tests/unit/test_tune_quality.py covers the selection)
+    p["train"]["candidates"] = []
     p["register"]["n_bootstrap"] = 50
     p["monitor"]["reference_rows"] = 1000
     p["evaluate"]["shap_sample_rows"] = 200

@@ -115,6 +115,8 @@ def validate(
     for w in result["warnings"]:
         action = f" ({w['action']})" if w["action"] != "none" else ""
         err.print(f"[yellow]warning:[/] {escape(w['message'])}{action}")
+    for note in result.get("notes", []):
+        out.print(f"validate: {escape(note)}")
     out.print(f"validate: {result['rows']} rows, task={result['task']}, {result['n_warnings']} warning(s) -> {report}")
 
 
@@ -149,9 +151,11 @@ def tune(
     p = _load(params)
     with TrialProgress(p.tune.n_trials, console=err) as progress:  # a bar on a terminal, else a line per ~15 s
         result = run_tune(p, str(split_dir), str(out_path), str(report), progress=progress)
+    budget = f" of a {result['timeout_seconds']:.0f}s budget" if result.get("timeout_seconds") else ""
     out.print(
         f"tune: best {result['metric']}={result['best_value']:.5f} after {result['n_complete']} complete, "
-        f"{result['n_pruned']} pruned trials ({result['seconds']:.1f}s); study '{result['study_name']}'"
+        f"{result['n_pruned']} pruned trials ({result['seconds']:.1f}s{budget}), validated on {result['validation']}; "
+        f"study '{result['study_name']}'"
     )
 
 
@@ -228,6 +232,10 @@ def evaluate(
         _load(params), str(split_dir), str(model), str(baselines), str(run_info), str(metrics), str(plots)
     )
     _print_metrics(result)
+    if result.get("positive_class") is not None:
+        out.print(f"evaluate: positive class {result['positive_class']!r} ({result.get('positive_rule')})")
+    for w in result.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {escape(w)}")
 
 
 def _print_metrics(result: dict) -> None:

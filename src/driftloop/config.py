@@ -38,7 +38,7 @@ class BaseParams(_Section):
     seed: int = 42
     task: Task = "auto"
     target: str = "default"
-    positive_class: str | None = None  # binary: which label is the event (default: the last in sorted order)
+    positive_class: str | None = None  # binary: the event label (default: the minority label, see model.py)
     experiment: str = "driftloop"
     model_name: str = "driftloop"
     tracking_uri: str = "sqlite:///mlflow.db"
@@ -98,6 +98,9 @@ class ValidateParams(_Section):
     on_leakage: Literal["error", "warn", "drop"] = "error"
     on_duplicate_rows: Literal["warn", "drop"] = "warn"
     leakage_sample_rows: int = Field(20_000, ge=500)
+    # pairs of these many numeric columns (the best alone) are checked together (k*(k-1)/2 pairs); 0 = off
+    leakage_pair_columns: int = Field(12, ge=0, le=60)
+    min_class_share: float = Field(0.05, ge=0, lt=0.5)  # a smaller class (share of the rows) is warned about
     # date_columns / split.time_column whose day/month order is unsafe (mixed formats, dd/mm vs mm/dd)
     on_ambiguous_dates: Literal["error", "warn"] = "error"
 
@@ -120,16 +123,68 @@ class FeaturesParams(_Section):
     ]
 
 
+# rows of train + valid at or below which ``tune.cv_folds: auto`` cross-validates (above: the validation split)
+CV_AUTO_MAX_ROWS = 20_000
+CV_AUTO_FOLDS = 5
+
+Range = tuple[float, float]
+
+
+class SpaceParams(_Section):
+    """The search space of the tune stage: ``[low, high]`` per LightGBM parameter (log-uniform where noted in
+    ``driftloop.tune.LOG_SCALE``); ``max_bin`` is a list of choices. ``low == high`` fixes a parameter."""
+
+    learning_rate: Range = (0.01, 0.3)
+    num_leaves: tuple[int, int] = (4, 256)
+    min_child_samples: tuple[int, int] = (2, 200)
+    max_bin: list[int] = [31, 63, 127, 255]
+    feature_fraction: Range = (0.4, 1.0)
+    bagging_fraction: Range = (0.4, 1.0)
+    lambda_l1: Range = (1e-8, 10.0)
+    lambda_l2: Range = (1e-8, 10.0)
+    min_split_gain: Range = (1e-8, 1.0)
+    cat_smooth: Range = (1.0, 100.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpaceParams:
+        for name, value in self:
+            if isinstance(value, tuple) and not value[0] <= value[1]:
+                raise ValueError(f"tune.space.{name}: low {value[0]} is above high {value[1]}")
+            if isinstance(value, tuple) and value[0] <= 0 and name != "feature_fraction":
+                raise ValueError(f"tune.space.{name}: bounds must be > 0 (got {list(value)})")
+        if not self.max_bin or any(not 7 <= b <= 1023 for b in self.max_bin):
+            raise ValueError(f"tune.space.max_bin: a non-empty list of values in 7..1023 (got {self.max_bin})")
+        for name in ("feature_fraction", "bagging_fraction"):
+            if not 0 < getattr(self, name)[0] <= getattr(self, name)[1] <= 1:
+                raise ValueError(f"tune.space.{name}: bounds must lie in (0, 1] (got {list(getattr(self, name))})")
+        return self
+
+
 class TuneParams(_Section):
     n_trials: int = Field(30, ge=1)
-    timeout_seconds: float | None = Field(None, gt=0)
+    # auto: scaled to the data (driftloop.tune.auto_timeout: 30 s + 50 s per million train+valid cells, at most
+    # 600 s); null: no time budget (n_trials only). A trial that started before the budget ran out finishes.
+    timeout_seconds: float | Literal["auto"] | None = "auto"
     metric: Literal["auto", "auc", "binary_logloss", "multi_logloss", "rmse", "l2", "l1"] = "auto"
-    cv_folds: int = Field(0, ge=0, le=20)  # 0 = validation set
+    # auto: stratified k-fold CV (cv_auto_folds) over train+valid when they hold at most cv_auto_max_rows rows,
+    # the validation split above; 0 = the validation split; >= 2 = that many folds. Grouped folds when
+    # split.group_column is set, time-ordered (expanding window) when split.time_column is.
+    cv_folds: int | Literal["auto"] = "auto"
+    cv_auto_max_rows: int = Field(CV_AUTO_MAX_ROWS, ge=0)
+    cv_auto_folds: int = Field(CV_AUTO_FOLDS, ge=2, le=20)
+    sampler: Literal["tpe", "random", "grid", "cmaes", "qmc"] = "tpe"
+    # sampler grid: the values tried per parameter (the cartesian product; parameters not listed keep
+    # LightGBM's default); the study stops when the grid is done or n_trials is reached
+    grid: dict[str, list[float]] = {}
+    space: SpaceParams = SpaceParams()
+    low_cost_start: bool = True  # enqueue cheap configurations (few leaves, large learning rate) first
     storage: str = "memory"  # memory | a journal file path | a database URL
     study_name: str | None = None
     max_rounds: int = Field(1000, ge=10)
     early_stopping_rounds: int = Field(50, ge=5)
-    pruning: bool = True
+    # auto: prune on the validation split only (cross-validated trials on small data are cheap, and a single
+    # small validation split is too noisy to judge a curve by)
+    pruning: bool | Literal["auto"] = "auto"
     # best_curve: prune a trial clearly behind the best finished trial at the same round (driftloop.pruners);
     # median: Optuna's median pruner (more trials per minute, and a lower best score: benchmarks/README.md)
     pruner: Literal["best_curve", "median"] = "best_curve"
@@ -139,8 +194,28 @@ class TuneParams(_Section):
     report_every: int = Field(5, ge=1)
     n_startup_trials: int = Field(8, ge=1)
     warm_start: bool = True
-    num_threads: int = Field(0, ge=0)
-    max_bin: int = Field(255, ge=15, le=1023)
+    num_threads: int = Field(0, ge=0)  # 0: one thread below 20,000 train+valid rows, all cores above
+    max_bin: int = Field(255, ge=15, le=1023)  # the default trial's (and an unsearched) max_bin
+
+    @property
+    def max_cv_folds(self) -> int:
+        """The most folds this config may cross-validate with (validation checks every class can fill them)."""
+        return self.cv_auto_folds if self.cv_folds == "auto" else self.cv_folds
+
+    @model_validator(mode="after")
+    def _valid_choices(self) -> TuneParams:
+        if isinstance(self.cv_folds, int) and (self.cv_folds == 1 or not 0 <= self.cv_folds <= 20):
+            raise ValueError(f"tune.cv_folds: 'auto', 0 (the validation split) or 2..20 folds (got {self.cv_folds})")
+        known = set(SpaceParams.model_fields)
+        unknown = sorted(set(self.grid) - known)
+        if unknown:
+            raise ValueError(f"tune.grid: unknown parameters {unknown}; searchable: {sorted(known)}")
+        empty = sorted(k for k, v in self.grid.items() if not v)
+        if empty:
+            raise ValueError(f"tune.grid: {empty} need at least one value")
+        if self.sampler == "grid" and not self.grid:
+            raise ValueError("tune.sampler 'grid' needs tune.grid: a list of values per parameter to try")
+        return self
 
     @model_validator(mode="after")
     def _no_password_in_storage(self) -> TuneParams:
@@ -157,8 +232,27 @@ class TuneParams(_Section):
 
 
 class TrainParams(_Section):
-    baselines: list[Literal["dummy", "logistic", "linear"]] = ["dummy", "logistic"]
-    threshold_metric: Literal["f1", "youden"] = "f1"
+    # "linear": the regularized linear model of the task, named as what is fitted: "logistic" (logistic
+    # regression) for classification, "ridge" for regression; "logistic" and "ridge" are accepted for it
+    baselines: list[Literal["dummy", "linear", "logistic", "ridge"]] = ["dummy", "linear"]
+    # refit the tuned LightGBM on train + valid with the tuned rounds scaled to the larger data (driftloop.train);
+    # false: the model fitted on train with early stopping on valid (the validation metrics' model)
+    refit: bool = True
+    # none; balanced: binary scale_pos_weight = negatives/positives, multiclass rows weighted n/(k * n_class);
+    # auto: binary with a minority share below minority_share_auto: scale_pos_weight searched in [1, neg/pos].
+    # Default none: on the simulator at 3 % positives auto gave a lower test PR AUC (benchmarks/bench_quality.py)
+    class_weight: Literal["none", "balanced", "auto"] = "none"
+    # compared with the tuned LightGBM on the validation split (driftloop.train.select); the best of lightgbm and
+    # linear (stored as JSON coefficients) is the model; hist_gradient_boosting is compared only (scikit-learn can
+    # store it only by pickle, which driftloop never loads)
+    candidates: list[Literal["linear", "hist_gradient_boosting"]] = ["linear", "hist_gradient_boosting"]
+    minority_share_auto: float = Field(0.2, gt=0, le=0.5)
+    # binary decision threshold, chosen on validation rows: f1 (best F1), youden (best TPR - FPR), recall_floor (the
+    # best precision with recall >= threshold_min_recall), cost (the least threshold_cost_fp * FP + _fn * FN)
+    threshold_metric: Literal["f1", "youden", "recall_floor", "cost"] = "f1"
+    threshold_min_recall: float = Field(0.8, gt=0, le=1)
+    threshold_cost_fp: float = Field(1.0, gt=0)
+    threshold_cost_fn: float = Field(1.0, gt=0)
     baseline_max_rows: int = Field(500_000, ge=1_000)  # baselines are fitted on a seeded sample above this
 
 
@@ -194,6 +288,7 @@ class EvaluateParams(_Section):
     shap_sample_rows: int = Field(1000, ge=100)
     curve_points: int = Field(200, ge=10)
     calibration_bins: int = Field(10, ge=2)
+    max_ece: float = Field(0.05, gt=0, lt=1)  # classification: a larger calibration error on test is warned about
 
 
 class RegisterParams(_Section):

@@ -76,6 +76,61 @@ def metric_value(task: str, name: str, y: np.ndarray, scores: np.ndarray, thresh
     return compute_metrics(task, y, scores, threshold)[name]
 
 
+def expected_calibration_error(task: str, y: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
+    """ECE: the row-weighted mean |mean predicted - observed rate| over equal-count bins of the score.
+
+    binary: P(positive) against the positive rate; multiclass: the top class's probability against how often
+    it is right. NaN for regression or no rows.
+    """
+    y = np.asarray(y)
+    if task == "regression" or not len(y):
+        return float("nan")
+    s = np.asarray(scores, dtype=float)
+    if task == "binary":
+        conf, hit = s, (y == 1).astype(float)
+    else:
+        conf, hit = s.max(axis=1), (s.argmax(axis=1) == y).astype(float)
+    order = np.argsort(conf, kind="stable")
+    total = 0.0
+    for idx in np.array_split(order, min(bins, len(y))):
+        total += abs(conf[idx].mean() - hit[idx].mean()) * len(idx)
+    return float(total / len(y))
+
+
+def calibration_check(
+    task: str, y: np.ndarray, scores: np.ndarray, *, bins: int, max_ece: float, seed: int, draws: int = 100
+) -> dict:
+    """ECE on test rows against ``max_ece`` and against the ECE a perfectly calibrated model shows on as many rows.
+
+    Labels drawn from the model's own probabilities (``draws`` seeded resamples) give the ECE of pure noise; the
+    check is ``poor`` only when the ECE exceeds both ``max_ece`` and that noise's 95th percentile, so a small test
+    split does not raise a false alarm.
+    """
+    ece = expected_calibration_error(task, y, scores, bins)
+    if not np.isfinite(ece):
+        return {}
+    rng = np.random.default_rng(seed)
+    s = np.asarray(scores, dtype=float)
+    noise = []
+    for _ in range(draws):
+        if task == "binary":
+            fake = (rng.random(len(s)) < s).astype(int)
+        else:  # a class drawn from each row's probabilities
+            fake = (rng.random(len(s))[:, None] > np.cumsum(s / s.sum(axis=1, keepdims=True), axis=1)).sum(axis=1)
+            fake = np.minimum(fake, s.shape[1] - 1)
+        noise.append(expected_calibration_error(task, fake, s, bins))
+    noise_95 = float(np.quantile(noise, 0.95))
+    poor = bool(ece > max_ece and ece > noise_95)
+    out = {"ece": ece, "ece_noise_95": noise_95, "max_ece": max_ece, "bins": bins, "poor": poor}
+    if poor:
+        out["warning"] = (
+            f"calibration is poor: expected calibration error {ece:.4f} on the test split > evaluate.max_ece="
+            f"{max_ece} and above what a calibrated model shows on {len(s)} rows (95th percentile {noise_95:.4f}): "
+            "the probabilities are not frequencies (see plots/calibration.png)"
+        )
+    return out
+
+
 def _thin(df: pd.DataFrame, n: int) -> pd.DataFrame:
     if len(df) <= n:
         return df
@@ -332,8 +387,13 @@ def evaluate(
     curve_points: int,
     calibration_bins: int,
     seed: int,
+    max_ece: float = 0.05,
 ) -> dict:
-    """Metrics of the model and the baselines on the test split; writes the plot files."""
+    """Metrics of the model and the baselines on the test split; writes the plot files.
+
+    Classification adds ``ece`` (expected calibration error) to every model's metrics and a calibration check of
+    the model (``calibration``; a ``warnings`` entry when poor); binary states the positive class.
+    """
     from driftloop.train import baseline_scores
 
     task = model.task
@@ -345,10 +405,22 @@ def evaluate(
         "rows": len(test_df),
         "test": compute_metrics(task, y, scores, model.threshold),
         "baselines": {},
+        "warnings": [],
     }
+    if model.encoder.positive_class is not None:
+        result["positive_class"] = str(model.encoder.positive_class)
+        result["positive_rule"] = model.encoder.positive_rule
+    if task != "regression":
+        check = calibration_check(task, y, scores, bins=calibration_bins, max_ece=max_ece, seed=seed)
+        result["calibration"] = check
+        result["test"]["ece"] = check["ece"]
+        if check.get("warning"):
+            result["warnings"].append(check["warning"])
     for name, b in baselines.items():
         s = baseline_scores(b["estimator"], X, task)
         result["baselines"][name] = compute_metrics(task, y, s, b["threshold"])
+        if task != "regression":
+            result["baselines"][name]["ece"] = expected_calibration_error(task, y, s, calibration_bins)
     plots_dir = Path(plots_dir)
     write_curves(task, y, scores, model.threshold, model.encoder.classes, plots_dir, curve_points, calibration_bins)
     plot_importance(model, plots_dir / "feature_importance.png")

@@ -15,7 +15,10 @@ pipeline did:
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -37,6 +40,44 @@ def column_kind(series: pd.Series, *, categorical: bool = False, date: bool = Fa
     if pd.api.types.is_numeric_dtype(series):
         return "numeric"
     return "categorical"
+
+
+_ISO_NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?$")
+
+
+def iso_datetime(text: str) -> datetime | None:
+    """``text`` as a naive datetime when it is a plain ISO 8601 date/time without a zone that pandas reads the same
+    way (within its nanosecond range); ``None`` otherwise (then pandas decides)."""
+    if not _ISO_NAIVE.match(text):
+        return None
+    try:
+        d = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return d if 1678 < d.year < 2262 else None
+
+
+_PART = {
+    "year": lambda d: d.year,
+    "month": lambda d: d.month,
+    "day": lambda d: d.day,
+    "dayofweek": lambda d: d.weekday(),
+    "dayofyear": lambda d: d.timetuple().tm_yday,
+    "hour": lambda d: d.hour,
+}
+
+
+def _iso_date_parts(values: list, parts: list[str]) -> list[np.ndarray] | None:
+    """The date parts of plain ISO strings (or nulls) without pandas; ``None`` when any value is something else."""
+    dates = []
+    for v in values:
+        if v is None:
+            dates.append(None)
+        elif type(v) is str and (d := iso_datetime(v)) is not None:
+            dates.append(d)
+        else:
+            return None
+    return [np.array([np.nan if d is None else _PART[p](d) for d in dates], dtype="float64") for p in parts]
 
 
 def _safe_name(i: int, name: str) -> str:
@@ -95,13 +136,8 @@ class Preprocessor:
         for col, kind in self.kinds.items():
             s = X[col]
             if kind == "datetime":
-                dt = (
-                    s if pd.api.types.is_datetime64_any_dtype(s) else pd.to_datetime(s, errors="coerce", format="mixed")
-                )
-                if getattr(dt.dt, "tz", None) is not None:
-                    dt = dt.dt.tz_localize(None)
-                for part in self.params.date_parts:
-                    out[next(names)] = getattr(dt.dt, part).astype("float64").to_numpy()
+                for part in self._date_parts(s):
+                    out[next(names)] = part
             elif kind == "categorical":
                 if isinstance(s.dtype, pd.CategoricalDtype):
                     s = s.cat.rename_categories([str(c) for c in s.cat.categories])
@@ -120,6 +156,76 @@ class Preprocessor:
                 else:
                     out[next(names)] = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
         return pd.DataFrame(out, index=X.index)
+
+    def _date_parts(self, s: pd.Series) -> list[np.ndarray]:
+        dt = s
+        if not pd.api.types.is_datetime64_any_dtype(s):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                dt = pd.to_datetime(s, errors="coerce", format="mixed")
+            if not pd.api.types.is_datetime64_any_dtype(dt):  # mixed time zones (or zones and none): read as UTC
+                dt = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
+        if getattr(dt.dt, "tz", None) is not None:
+            dt = dt.dt.tz_localize(None)
+        return [getattr(dt.dt, part).astype("float64").to_numpy() for part in self.params.date_parts]
+
+    def matrix(self, data: Mapping[str, list], n_rows: int) -> np.ndarray | None:
+        """``transform`` of rows given as columns of plain Python values (a parsed request), straight into the
+        float matrix LightGBM reads (a category as its code, as LightGBM codes a pandas categorical; missing as
+        NaN), without a pandas object per column. ``None`` when a column holds values whose reading depends on
+        pandas' type inference (text in a numeric column, numbers in a categorical one): use ``transform``."""
+        X = np.empty((n_rows, len(self.feature_names)), dtype="float64")
+        j = 0
+        for col, kind in self.kinds.items():
+            values = data[col]
+            if kind == "datetime":
+                parts = _iso_date_parts(values, self.params.date_parts)
+                if parts is None:  # not plain ISO dates: pandas reads them, as in transform
+                    parts = self._date_parts(pd.Series(values, dtype=None if values else object))
+                X[:, j : j + len(parts)] = np.column_stack(parts) if parts else X[:, j:j]
+                j += len(parts)
+                continue
+            column = X[:, j]
+            j += 1
+            if kind == "categorical":
+                codes = self._codes(col)
+                for i, v in enumerate(values):
+                    t = type(v)
+                    if t is str:
+                        column[i] = codes.get(v, np.nan)
+                    elif v is None or (t is float and v != v):
+                        column[i] = np.nan
+                    elif t is bool:
+                        column[i] = codes.get(str(v), np.nan)
+                    else:
+                        return None
+            elif kind == "boolean":
+                for i, v in enumerate(values):
+                    t = type(v)
+                    if v is None:
+                        column[i] = np.nan
+                    elif t is bool or t is int or t is float:
+                        column[i] = float(v)
+                    elif t is str:
+                        column[i] = _BOOL_TEXT.get(v.strip().lower(), np.nan)
+                    else:
+                        return None
+            else:
+                for i, v in enumerate(values):
+                    t = type(v)
+                    if v is None:
+                        column[i] = np.nan
+                    elif t is float or t is int:
+                        column[i] = float(v)
+                    else:
+                        return None
+        return X
+
+    def _codes(self, col: str) -> dict[str, int]:
+        cache = self.__dict__.setdefault("_code_cache", {})
+        if col not in cache:
+            cache[col] = {c: i for i, c in enumerate(self.categories[col])}
+        return cache[col]
 
     def fit_transform(self, X: pd.DataFrame) -> pd.DataFrame:
         return self.fit(X).transform(X)

@@ -554,13 +554,14 @@ def monitor_prediction_log(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Monitor the rows served since the last monitored period (``serve.log_dir``), then record the period.
 
-    The watermark (``<log_dir>/_monitored.json``) moves only after the period was monitored (any status but
-    ``error``): a failed run leaves it, so the next run covers the same rows again; a row is never in two
-    monitored periods. No rows served in the period is bad input (nothing monitored, the watermark stays).
+    The watermark (``<log_dir>/_monitored.json``: the end of the period and the log files read) moves only after
+    the period was monitored (any status but ``error``): a failed run leaves it, so the next run covers the same
+    rows again; a row is never in two monitored periods, and a row flushed after its period was read comes with the
+    next one (``predlog.read_rows``). No rows in the period is bad input (nothing monitored, the watermark stays).
     """
     from driftloop.serve import predlog
 
-    since, until, batch = predlog.read_period(params, until)
+    since, until, batch, files = predlog.read_period(params, until)
     period = f"({since.isoformat() if since else 'the start'}, {until.isoformat(timespec='seconds')}]"
     if batch.empty:
         raise DataError(f"prediction log {params.serve.log_dir}: no rows served in {period}")
@@ -568,7 +569,7 @@ def monitor_prediction_log(
     result = monitor_batch(params, label, batch, client=client, champion=champion, send_alerts=send_alerts)
     result["period"] = {"since": since.isoformat() if since else None, "until": until.isoformat()}
     if result["status"] != "error":
-        predlog.write_watermark(params.serve.log_dir, until, result["batch_id"])
+        predlog.write_watermark(params.serve.log_dir, until, result["batch_id"], files)
     return result, batch
 
 

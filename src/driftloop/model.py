@@ -34,19 +34,31 @@ HIGHER_IS_BETTER = {
 }
 
 
+# binary without base.positive_class: the minority label is the event, unless the labels are near balance (the
+# smaller one holds at least this share of the rows): then the last in sorted order, so that a retrain on a
+# slightly different mix does not flip which label the scores describe
+BALANCED_SHARE = 0.45
+
+
 @dataclass
 class TargetEncoder:
-    """Maps target labels to what LightGBM needs (class codes 0..k-1, or floats)."""
+    """Maps target labels to what LightGBM needs (class codes 0..k-1, or floats).
+
+    Binary: ``classes[-1]`` is the positive (event) class; ``positive_rule`` says how it was chosen.
+    """
 
     task: str
     classes: list = field(default_factory=list)
+    positive_rule: str = ""  # binary: base.positive_class | minority | sorted_last (near balance)
 
     @classmethod
     def fit(cls, y: pd.Series, task: str, positive_class: str | None = None) -> TargetEncoder:
         if task == "regression":
             return cls(task)
         classes = sorted(pd.unique(y.dropna()).tolist(), key=lambda v: (str(type(v)), v))
-        if task == "binary" and positive_class is not None:
+        if task != "binary" or len(classes) != 2:
+            return cls(task, classes)
+        if positive_class is not None:
             matches = [c for c in classes if str(c) == str(positive_class)]
             if not matches:
                 from driftloop.errors import DataError
@@ -54,8 +66,38 @@ class TargetEncoder:
                 raise DataError(
                     f"base.positive_class {positive_class!r} is not a value of the target (values: {classes})"
                 )
-            classes = [c for c in classes if c != matches[0]] + matches
-        return cls(task, classes)
+            positive, rule = matches[0], "base.positive_class"
+        else:
+            counts = y.value_counts()
+            shares = [float(counts.get(c, 0)) / max(int(counts.sum()), 1) for c in classes]
+            minority = int(np.argmin(shares))
+            if shares[minority] < BALANCED_SHARE:
+                positive, rule = classes[minority], "minority"
+            else:
+                positive, rule = classes[-1], "sorted_last"
+        return cls(task, [c for c in classes if c != positive] + [positive], rule)
+
+    @property
+    def positive_class(self):
+        """Binary: the event label (the scores are P(this label)); None otherwise."""
+        return self.classes[-1] if self.task == "binary" and len(self.classes) == 2 else None
+
+    def describe_positive(self, y: pd.Series | None = None) -> str:
+        """One sentence naming the positive class and why (with its share of ``y`` when given)."""
+        if self.positive_class is None:
+            return ""
+        share = ""
+        if y is not None and len(y):
+            share = f", {float((y.astype(str) == str(self.positive_class)).mean()):.1%} of rows"
+        why = {
+            "base.positive_class": "set by base.positive_class",
+            "minority": "the minority label",
+            "sorted_last": f"labels near balance (each >= {BALANCED_SHARE:.0%}): the last in sorted order",
+        }.get(self.positive_rule, "the last label of the model")
+        return (
+            f"positive class {self.positive_class!r} ({why}{share}); precision, recall, F1 and PR AUC describe it; "
+            "set base.positive_class to choose another"
+        )
 
     def encode(self, y: pd.Series) -> np.ndarray:
         if self.task == "regression":
@@ -85,11 +127,14 @@ class TargetEncoder:
                     "use text, integer, float or boolean labels"
                 )
             classes.append(c)
-        return {"task": self.task, "classes": classes}
+        out = {"task": self.task, "classes": classes}
+        if self.positive_class is not None:
+            out.update(positive_class=classes[-1], positive_rule=self.positive_rule)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> TargetEncoder:
-        return cls(str(data["task"]), list(data.get("classes") or []))
+        return cls(str(data["task"]), list(data.get("classes") or []), str(data.get("positive_rule") or ""))
 
 
 @dataclass
@@ -104,6 +149,10 @@ class DriftloopModel:
     best_iteration: int | None = None
     ignored: list = field(default_factory=list)  # columns dropped by validation (IDs, constants...)
     calibration: dict | None = None  # binary: score -> P(positive), fitted on validation rows (driftloop.calibration)
+    threshold_objective: str | None = None  # binary: what ``threshold`` was chosen for (train.threshold_metric ...)
+    # lightgbm: ``booster`` is a LightGBM booster (booster.txt: its text model); linear: a driftloop.linear.LinearModel
+    # (booster.txt: its JSON coefficients), chosen by the train stage's algorithm selection
+    algorithm: str = "lightgbm"
 
     # ------------------------------------------------------------------ declarative form (no pickle)
     def to_dict(self) -> dict:
@@ -117,6 +166,8 @@ class DriftloopModel:
             "encoder": self.encoder.to_dict(),
             "preprocessor": self.preprocessor.to_dict(),
             **({"calibration": self.calibration} if getattr(self, "calibration", None) else {}),
+            **({"threshold_objective": self.threshold_objective} if getattr(self, "threshold_objective", None) else {}),
+            **({"algorithm": self.algorithm} if getattr(self, "algorithm", "lightgbm") != "lightgbm" else {}),
         }
 
     def booster_text(self) -> str:
@@ -133,15 +184,28 @@ class DriftloopModel:
             from driftloop.errors import RegistryError
 
             raise RegistryError(f"model format {fmt!r} is not supported by this driftloop (it reads {MODEL_FORMAT!r})")
+        algorithm = data.get("algorithm", "lightgbm")
+        if algorithm == "linear":
+            from driftloop.linear import LinearModel
+
+            booster = LinearModel.from_string(booster_text)
+        elif algorithm == "lightgbm":
+            booster = lgb.Booster(model_str=booster_text)
+        else:
+            from driftloop.errors import RegistryError
+
+            raise RegistryError(f"model algorithm {algorithm!r} is not supported by this driftloop")
         return cls(
             preprocessor=Preprocessor.from_dict(data["preprocessor"]),
-            booster=lgb.Booster(model_str=booster_text),
+            booster=booster,
+            algorithm=algorithm,
             encoder=TargetEncoder.from_dict(data["encoder"]),
             target=data["target"],
             threshold=data.get("threshold"),
             best_iteration=data.get("best_iteration"),
             ignored=list(data.get("ignored") or []),
             calibration=data.get("calibration"),
+            threshold_objective=data.get("threshold_objective"),
         )
 
     def contract(self) -> dict:
@@ -168,9 +232,12 @@ class DriftloopModel:
         return self.booster.predict(X, num_iteration=self.best_iteration, **extra)
 
     def predict_frame(self, raw: pd.DataFrame, num_threads: int | None = None) -> pd.DataFrame:
-        scores = self.predict_scores(raw, num_threads)
+        return pd.DataFrame(self.outputs(self.predict_scores(raw, num_threads)), index=raw.index)
+
+    def outputs(self, scores: np.ndarray) -> dict[str, np.ndarray]:
+        """The prediction columns of ``scores``: ``prediction`` (label or value) and ``proba_<class>``."""
         if self.task == "regression":
-            return pd.DataFrame({"prediction": scores}, index=raw.index)
+            return {"prediction": scores}
         if self.task == "binary":
             proba = np.column_stack([1 - scores, scores])
             threshold = 0.5 if self.threshold is None else self.threshold
@@ -178,7 +245,7 @@ class DriftloopModel:
         else:
             proba = scores
             codes = proba.argmax(axis=1)
-        out = pd.DataFrame({"prediction": self.encoder.decode(codes)}, index=raw.index)
+        out = {"prediction": self.encoder.decode(codes)}
         for i, c in enumerate(self.encoder.classes):
             out[f"proba_{c}"] = proba[:, i]
         return out

@@ -228,14 +228,12 @@ def _numeric_issue(s: pd.Series) -> str | None:
         return f"{dtype} values in a numeric column"
     if pd.api.types.is_complex_dtype(dtype):
         return "complex numbers in a numeric column"
-    values = pd.Series(_unique_nonnull(s))
-    if values.empty:
-        return None
-    if values.map(lambda v: isinstance(v, bool | int | float | np.number)).all():
-        return None
-    _, bad = _text_to_numeric(values)
-    if bad.any():
-        return f"{int(bad.sum())} distinct non-numeric value(s), e.g. {_examples(values[bad])}"
+    from driftloop.contract import WRONG_KIND, classify  # the contract's value rules, one implementation
+
+    values = _unique_nonnull(s)
+    bad = values[classify("numeric", values) == WRONG_KIND]
+    if len(bad):
+        return f"{len(bad)} distinct non-numeric value(s), e.g. {_examples(bad)}"
     return None
 
 
@@ -243,8 +241,9 @@ def _categorical_issue(s: pd.Series, spec: _Spec) -> str | None:
     dtype = s.dtype
     if _is_datetime_like(dtype):
         return f"{dtype} values in a categorical column"
-    text_categories = bool(spec.categories) and not any(_parses_as_number(c) for c in spec.categories)
-    if _is_plain_numeric(dtype) and text_categories and s.notna().any():
+    from driftloop.contract import categorical_wrong
+
+    if _is_plain_numeric(dtype) and categorical_wrong("numeric", spec.categories) and s.notna().any():
         return "numbers in a categorical column whose categories are text"
     return None
 
@@ -263,9 +262,11 @@ def _boolean_issue(s: pd.Series) -> str | None:
         return None
     if _is_datetime_like(dtype):
         return f"{dtype} values in a boolean column"
+    from driftloop.contract import WRONG_KIND, classify
+
     values = _unique_nonnull(s)
-    bad = [v for v in values if (_norm_value(v) or "").strip().lower() not in _BOOL_TOKENS]
-    if bad:
+    bad = values[classify("boolean", values) == WRONG_KIND]
+    if len(bad):
         return f"{len(bad)} distinct non-boolean value(s), e.g. {_examples(bad)}"
     return None
 
@@ -283,12 +284,9 @@ def _datetime_issue(s: pd.Series) -> str | None:
         values = values[np.linspace(0, len(values) - 1, _MAX_DATETIME_PARSE).astype(int)]
     if any(isinstance(v, bool | int | float | np.number) and not isinstance(v, pd.Timestamp) for v in values):
         return "numbers in a datetime column"
-    text = pd.Series(values).astype("string").str.strip()
-    text = text[~text.str.lower().isin(_NA_TOKENS)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
-    bad = text[parsed.isna()]
+    from driftloop.contract import WRONG_KIND, classify
+
+    bad = values[classify("datetime", values) == WRONG_KIND]
     if len(bad):
         return f"{len(bad)} distinct value(s) that are not dates, e.g. {_examples(bad)}"
     return None

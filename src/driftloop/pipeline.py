@@ -138,14 +138,19 @@ def _prepared(params: Params, splits: dict[str, pd.DataFrame]):
     return task, enc, X_train, enc.encode(splits["train"][target]), X_valid, enc.encode(splits["valid"][target])
 
 
+def fold_keys(params: Params, splits: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """``groups`` / ``times`` for the tune stage's CV folds (``driftloop.tune.fold_keys``)."""
+    from driftloop.tune import fold_keys as keys
+
+    return keys(params, splits["train"], splits["valid"])
+
+
 def _training_rows(params: Params, splits: dict[str, pd.DataFrame]):
     """``retrain.training_data`` applied to train/valid (``driftloop.training_data``): splits, weights, info."""
     from driftloop.training_data import select
 
     chosen = select(splits["train"], splits["valid"], params)
-    weights = None
-    if chosen.train_weight is not None:
-        weights = (chosen.train_weight, chosen.valid_weight)
+    weights = (chosen.train_weight, chosen.valid_weight)
     return {**splits, "train": chosen.train, "valid": chosen.valid}, weights, chosen.info
 
 
@@ -158,13 +163,23 @@ def retrain_budget(params: Params, has_champion: bool) -> Params:
     return params.model_copy(update={"tune": params.tune.model_copy(update={"n_trials": n})})
 
 
-def champion_params(client, params: Params) -> list[dict]:
-    """The current champion's tuned parameters, for warm start (empty when there is none)."""
-    from driftloop.register import CHAMPION, current_version
+def champion_params(client, params: Params, problem: dict | None = None) -> list[dict]:
+    """The current champion's tuned parameters, for warm start (empty when there is none, or when ``problem``
+    is given and the champion predicts another target, task or classes: ``register.problem_of``)."""
+    from driftloop import register as reg
 
-    mv = current_version(client, params.base.model_name, CHAMPION)
+    mv = reg.current_version(client, params.base.model_name, reg.CHAMPION)
     if mv is None or not mv.run_id:
         return []
+    if problem is not None:
+        known = reg.version_problem(mv)
+        if known is None:  # a version registered before the problem tag: its model says
+            try:
+                known = reg.version_problem(mv, reg.load_version(params.base.model_name, str(mv.version)))
+            except Exception:  # unloadable: its parameters are no evidence for this problem
+                return []
+        if reg.problem_mismatch(known, problem) is not None:
+            return []
     run = client.get_run(mv.run_id)
     out = {}
     for k, v in run.data.params.items():
@@ -186,6 +201,8 @@ def study_name(params: Params, train_path: Path) -> str:
     budget = {"n_trials", "timeout_seconds", "storage", "study_name", "num_threads"}
     objective = {k: v for k, v in params.tune.model_dump(mode="json").items() if k not in budget}
     parts = [params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"), objective]
+    if params.train.class_weight != "none":  # weighted classes: another objective
+        parts += [params.train.class_weight, params.train.minority_share_auto]
     rp = params.retrain
     if rp.training_data != "all" or rp.coreset_rows:  # other rows or weights: another objective (names kept else)
         parts.append(rp.model_dump(mode="json", exclude={"n_trials", "keep_labeled_batches"}))
@@ -223,7 +240,8 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
         tune_module.fail_orphaned_runs(client, tracking.experiment_id(client, params.base.experiment, params))
         parent = tracking.start_run(client, params, run_name="tune", tags={**tags, f"{tracking.TAG}stage": "tune"})
         trial_logger = tracking.TrialLogger(client, parent.info.experiment_id, parent.info.run_id, tags)
-        return client, parent.info.run_id, trial_logger, champion_params(client, params)
+        problem = {"target": params.base.target, "task": task, "classes": [str(c) for c in enc.classes]}
+        return client, parent.info.run_id, trial_logger, champion_params(client, params, problem)
 
     # MLflow's side runs on a worker thread: set up while the first trial fits (LightGBM releases the GIL
     # while it boosts), then each trial's nested run written while the next one fits. With LightGBM on
@@ -267,7 +285,9 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             study_name=name,
             warm_start=lambda: mlflow_side.result()[3],  # enqueued after the first trial: still trial 1
             callbacks=callbacks,
-            weights=weights,
+            train_weight=weights[0],
+            valid_weight=weights[1],
+            **fold_keys(params, splits),
         )
         if logger is not None:
             logger.close()
@@ -292,6 +312,10 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "n_trials": params.tune.n_trials,
             "storage": params.tune.storage.split("://")[0],
             **{f"training_data.{k}": v for k, v in rows_info.items()},
+            "sampler": params.tune.sampler,
+            "validation": result.validation,
+            "timeout_seconds": result.timeout_seconds,
+            "refit_rounds": result.refit_rounds,
         },
         metrics={
             "best_score": result.best_value,
@@ -302,6 +326,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "seconds": result.seconds,
         },
     )
+    client.log_dict(run_id, tune_module.describe_space(params.tune), "search_space.json")
     _log_study_plots(client, run_id, result.study)
     client.set_terminated(run_id)
     _write_json(
@@ -309,6 +334,8 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "best_params": result.best_params,
             "lgb_params": result.lgb_params,
             "best_iteration": result.best_iteration,
+            "refit_rounds": result.refit_rounds,
+            "validation": result.validation,
             "metric": result.metric,
             "best_value": result.best_value,
             "task": task,
@@ -322,6 +349,7 @@ def run_tune(params: Params, split_dir: str, out: str, report: str, progress=Non
             "n_complete": result.n_complete,
             "n_pruned": result.n_pruned,
             "seconds": round(result.seconds, 2),
+            "timeout_seconds": result.timeout_seconds,
         },
         report,
     )
@@ -357,7 +385,9 @@ def run_tune_worker(params: Params, split_dir: str, worker_index: int | None = N
         study_name=name,
         worker_index=worker_index,
         trial_point=WORKER_TRIAL,
-        weights=weights,
+        train_weight=weights[0],
+        valid_weight=weights[1],
+        **fold_keys(params, splits),
     )
     return result.n_complete + result.n_pruned
 
@@ -405,7 +435,18 @@ def run_train(
     best = json.loads(Path(tuned).read_text())
     task = infer_task(splits["train"][params.base.target], params.base.task)
     fitted, weights, rows_info = _training_rows(params, splits)
-    result = train(fitted["train"], fitted["valid"], params, task, best["lgb_params"], weights)
+    cross_validated = "CV" in str(best.get("validation", ""))
+    result = train(
+        fitted["train"],
+        fitted["valid"],
+        params,
+        task,
+        best["lgb_params"],
+        refit_rounds=best.get("refit_rounds"),
+        weight=weights[0],
+        valid_weight=weights[1],
+        tuned_cv=(best["metric"], best["best_value"]) if cross_validated else None,
+    )
     report = json.loads(Path(validation).read_text()) if Path(validation).exists() else {}
     result.model.ignored = list(report.get("dropped_columns", []))
     _atomic_pickle(result.model, model_out)
@@ -419,7 +460,8 @@ def run_train(
         f"{tracking.TAG}tune_run_id": best.get("tune_run_id", ""),
         f"{tracking.TAG}task": task,
     }
-    run = tracking.start_run(client, params, run_name="lightgbm", tags={**tags, f"{tracking.TAG}algorithm": "lightgbm"})
+    algorithm = result.model.algorithm  # the algorithm selection's choice (driftloop.train.select)
+    run = tracking.start_run(client, params, run_name=algorithm, tags={**tags, f"{tracking.TAG}algorithm": algorithm})
     run_id = run.info.run_id
     lgb_logged = {f"lgb.{k}": json.dumps(v) for k, v in best["lgb_params"].items()}
     tracking.log_batch(
@@ -427,8 +469,12 @@ def run_train(
         run_id,
         params={
             **lgb_logged,
-            "algorithm": "lightgbm",
+            "algorithm": algorithm,
             "num_trees": result.model.booster.num_trees(),
+            "best_iteration": result.best_iteration,
+            "refit": params.train.refit,
+            "refit_rounds": result.refit_rounds,
+            "rows.fit": result.fit_rows,
             "threshold": result.model.threshold,
             "target": params.base.target,
             "task": task,
@@ -437,8 +483,10 @@ def run_train(
             "rows.test": n_test,
             **{f"training_data.{k}": v for k, v in rows_info.items()},
         },
-        metrics={f"valid_{k}": v for k, v in result.valid_metrics["lightgbm"].items()},
+        metrics={f"valid_{k}": v for k, v in result.valid_metrics[_selected_name(result)].items()},
     )
+    if result.selection:
+        client.log_table(run_id, pd.DataFrame(result.selection), "algorithm_selection_valid.json")
     if report:
         client.log_dict(run_id, report, "validation.json")
         tracking.log_batch(client, run_id, metrics={"validation_warnings": report.get("n_warnings", 0)})
@@ -470,6 +518,11 @@ def run_train(
     return {"valid": result.valid_metrics, **info}
 
 
+def _selected_name(result) -> str:
+    """The selected model's row in ``valid_metrics`` (lightgbm, or the linear model's baseline name)."""
+    return next((r["model"] for r in result.selection if r["selected"]), "lightgbm")
+
+
 # --------------------------------------------------------------------------- evaluate
 def run_evaluate(
     params: Params,
@@ -496,6 +549,7 @@ def run_evaluate(
         curve_points=ep.curve_points,
         calibration_bins=ep.calibration_bins,
         seed=params.base.seed,
+        max_ece=ep.max_ece,
     )
     _write_json(result, metrics_out)
     info = json.loads(Path(run_info).read_text())
@@ -549,6 +603,8 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
             champion = reg.load_version(name, champion_mv.version)
         except Exception as exc:  # an unloadable champion must not block: the new model becomes challenger
             error = f"{type(exc).__name__}: {exc}"
+        # a champion of another target/task/classes: refused before anything is written (a new model name)
+        reg.check_same_problem(name, champion_mv, reg.version_problem(champion_mv, champion), model)
     evaluated = json.loads(Path(metrics).read_text()) if Path(metrics).exists() else {}
     test_metrics = evaluated.get("test", {})
     known = None  # the evaluate stage's value of the gate metric, if it scored this model on these test rows
@@ -594,6 +650,7 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
             f"{tracking.TAG}train_run_id": run_id,
             f"{tracking.TAG}tune_run_id": str(info.get("tune_run_id")),
             f"{tracking.TAG}task": model.task,
+            reg.PROBLEM_TAG: json.dumps(reg.problem_of(model)),
             **tags,
         }
         mv = (

@@ -519,6 +519,65 @@ def decide(
     return Decision(CHALLENGER, reason, decision=NOT_BETTER, **evidence)
 
 
+# --------------------------------------------------------------------------- the problem a model solves
+PROBLEM_TAG = "driftloop.problem"  # on every version: {"target", "task", "classes"} as JSON
+
+
+def problem_of(model: DriftloopModel) -> dict:
+    """What a model predicts: its target, task and classes (as text; binary: the positive class last)."""
+    return {"target": str(model.target), "task": model.task, "classes": [str(c) for c in model.encoder.classes]}
+
+
+def problem_mismatch(old: dict, new: dict) -> str | None:
+    """How two problems differ (None: the same target, task, classes and positive class)."""
+    diffs = []
+    if str(old.get("target")) != str(new.get("target")):
+        diffs.append(f"target '{old.get('target')}' vs '{new.get('target')}'")
+    if old.get("task") != new.get("task"):
+        diffs.append(f"task {old.get('task')} vs {new.get('task')}")
+    else:
+        a, b = list(old.get("classes") or []), list(new.get("classes") or [])
+        if sorted(a) != sorted(b):
+            diffs.append(f"classes {a} vs {b}")
+        elif new.get("task") == "binary" and a and b and a[-1] != b[-1]:
+            diffs.append(f"positive class '{a[-1]}' vs '{b[-1]}'")
+    return "; ".join(diffs) or None
+
+
+def version_problem(mv, model: DriftloopModel | None = None) -> dict | None:
+    """The problem of a registered version: its ``driftloop.problem`` tag, else its loaded ``model`` (older
+    versions have no tag), else None (unknown)."""
+    raw = (getattr(mv, "tags", None) or {}).get(PROBLEM_TAG)
+    if raw:
+        with contextlib.suppress(ValueError, TypeError):
+            data = json.loads(raw)
+            if isinstance(data, dict):
+                return data
+    return problem_of(model) if model is not None else None
+
+
+def check_same_problem(name: str, champion_mv, champion_problem: dict | None, new: DriftloopModel) -> None:
+    """Refuse (``RegistryError``, nothing written) to gate ``new`` against a champion of another problem.
+
+    A champion of another target, task or classes cannot be compared on this test set; registering the new
+    model as its challenger would mix two products under one name. The way out is a new registered model.
+    """
+    if champion_mv is None or champion_problem is None:
+        return
+    mine = problem_of(new)
+    diff = problem_mismatch(champion_problem, mine)
+    if diff is None:
+        return
+    suggestion = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{name}-{mine['target']}").strip("-")
+    raise RegistryError(
+        f"register: this model cannot be compared with @{CHAMPION} of registered model '{name}' (version "
+        f"{champion_mv.version}): {diff}. Nothing was registered. A model of another target or classes is a new "
+        f"model: set base.model_name to a new name in params.yaml (e.g. '{suggestion}') and rerun; warm start "
+        "and the gate then start from scratch. To predict the same target with the old classes, fix the data "
+        "(or base.target / base.positive_class) instead."
+    )
+
+
 def current_version(client, name: str, alias: str):
     from mlflow.exceptions import MlflowException
 

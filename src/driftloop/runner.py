@@ -223,13 +223,14 @@ class _Running:
 
 
 def trial_line(done: int, total: int, complete: int, pruned: int, best: float | None, elapsed: float,
-               eta: float | None) -> str:  # fmt: skip
-    """``tune: trial 12/30 (9 complete, 3 pruned), best 0.82103, 0:41 elapsed, ETA 1:02``."""
+               eta: float | None, budget: float | None = None) -> str:  # fmt: skip
+    """``tune: trial 12/30 (9 complete, 3 pruned), best 0.82103, 0:41 elapsed of a 3:00 budget, ETA 1:02``."""
     best_text = f", best {best:.5f}" if best is not None else ""
     eta_text = f", ETA {clock(eta)}" if eta is not None else ""
+    budget_text = f" of a {clock(budget)} budget" if budget is not None else ""
     return (
         f"tune: trial {done}/{total} ({complete} complete, {pruned} pruned){best_text}, "
-        f"{clock(elapsed)} elapsed{eta_text}"
+        f"{clock(elapsed)} elapsed{budget_text}{eta_text}"
     )
 
 
@@ -247,6 +248,7 @@ class TrialProgress:
         self._console = console if console is not None and console.is_terminal else None
         self.t0 = time.monotonic()
         self._ran = 0  # trials finished by this process (for the ETA)
+        self.budget: float | None = None  # tune.timeout_seconds as resolved by the study (set_budget)
         self._last_line = -float("inf")
         self._bar = self._task = None
 
@@ -264,6 +266,10 @@ class TrialProgress:
         if self._bar is not None:
             self._bar.stop()
 
+    def set_budget(self, seconds: float | None) -> None:
+        """The study's time budget: shown, and the ETA never runs past it."""
+        self.budget = seconds
+
     def __call__(self, study, trial) -> None:
         from optuna.trial import TrialState
 
@@ -278,13 +284,17 @@ class TrialProgress:
         elapsed = time.monotonic() - self.t0
         left = max(self.total - done, 0)
         eta = elapsed / self._ran * left if left else None  # at this process's pace so far
+        if eta is not None and self.budget is not None:
+            eta = max(min(eta, self.budget - elapsed), 0.0)
         if self._bar is not None:
             extra = (f"best {best:.5f}  " if best is not None else "") + (f"ETA {clock(eta)}" if left else "")
+            if self.budget is not None:
+                extra += f"  budget {clock(self.budget)}"
             self._bar.update(self._task, completed=done, extra=extra)
             return
         if self._ran == 1 or not left or elapsed - self._last_line >= self.every:
             self._last_line = elapsed
-            self._echo(trial_line(done, self.total, complete, pruned, best, elapsed, eta))
+            self._echo(trial_line(done, self.total, complete, pruned, best, elapsed, eta, self.budget))
 
 
 class StageProgress:

@@ -1,11 +1,13 @@
-"""Train stage: refit LightGBM with the tuned parameters (trees from early stopping on the
-validation split), pick the binary decision threshold on validation data, and fit the
-baselines (dummy, logistic/linear regression) on the same split.
+"""Train stage: fit LightGBM with the tuned parameters on the train split (trees from early stopping on
+the validation split), pick the binary decision threshold and the calibration on its validation scores,
+then (``train.refit``) refit the same configuration on train + valid with the tuned rounds scaled to the
+larger data: that refit is the model evaluated, gated and registered. The baselines (dummy; logistic
+regression or Ridge) are fitted the same way, validated on the split and refit on train + valid.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,11 @@ class TrainResult:
     model: DriftloopModel
     baselines: dict[str, dict[str, Any]]  # name -> {estimator (on preprocessed features), threshold}
     valid_metrics: dict[str, dict[str, float]]  # model name -> metrics on the validation split
+    # the trees of the model fitted on train (early stopping) and of the final model (refit: rounds scaled)
+    best_iteration: int = 0
+    refit_rounds: int | None = None  # None: no refit (train.refit false)
+    fit_rows: int = 0  # rows the final model was fitted on
+    selection: list[dict[str, Any]] = field(default_factory=list)  # algorithm selection table (validation split)
 
 
 def feature_frame(df: pd.DataFrame, params: Params) -> pd.DataFrame:
@@ -31,49 +38,91 @@ def feature_frame(df: pd.DataFrame, params: Params) -> pd.DataFrame:
     return df.drop(columns=[c for c in drop if c in df.columns])
 
 
-def choose_threshold(y: np.ndarray, p: np.ndarray, how: str) -> float:
+def choose_threshold(
+    y: np.ndarray,
+    p: np.ndarray,
+    how: str,
+    *,
+    min_recall: float = 0.8,
+    cost_fp: float = 1.0,
+    cost_fn: float = 1.0,
+) -> float:
+    """The binary decision threshold (predict positive when ``p >= threshold``) chosen on held-out rows for ``how``:
+
+    - ``f1``: the best F1;
+    - ``youden``: the best TPR - FPR;
+    - ``recall_floor``: the best precision among thresholds whose recall is at least ``min_recall`` (ties: the
+      highest threshold);
+    - ``cost``: the least ``cost_fp * false positives + cost_fn * false negatives`` (ties: the highest threshold;
+      predicting no positive at all is a candidate: threshold just above the highest score, capped at 1).
+    """
     from sklearn.metrics import precision_recall_curve, roc_curve
 
+    y, p = np.asarray(y), np.asarray(p, dtype=float)
+    if len(np.unique(y)) < 2:
+        return 0.5
     if how == "youden":
         fpr, tpr, thr = roc_curve(y, p)
         return float(np.clip(thr[np.argmax(tpr - fpr)], 0, 1))
-    precision, recall, thr = precision_recall_curve(y, p)
+    if how == "cost":
+        fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)  # thr decreasing; thr[0] = inf: no positive
+        n_pos, n_neg = int((y == 1).sum()), int((y != 1).sum())
+        cost = cost_fp * fpr * n_neg + cost_fn * (1 - tpr) * n_pos
+        best = int(np.flatnonzero(cost <= cost.min() + 1e-9 * max(1.0, cost.min()))[0])  # the highest threshold
+        return float(min(thr[best], 1.0)) if np.isfinite(thr[best]) else float(min(np.nextafter(p.max(), 2), 1.0))
+    precision, recall, thr = precision_recall_curve(y, p)  # thr increasing; precision/recall have one more point
+    precision, recall = precision[:-1], recall[:-1]
+    if how == "recall_floor":
+        ok = np.flatnonzero(recall >= min_recall - 1e-12)
+        best = ok[np.flatnonzero(precision[ok] >= precision[ok].max() - 1e-12)[-1]]
+        return float(thr[best])
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(thr[np.argmax(f1[:-1])]) if len(thr) else 0.5
+    return float(thr[np.argmax(f1)]) if len(thr) else 0.5
+
+
+def threshold_objective(tp) -> str:
+    """The objective of ``train`` params in words (stored with the model as ``threshold_objective``)."""
+    return {
+        "f1": "f1: the best F1 on validation rows",
+        "youden": "youden: the best TPR - FPR on validation rows",
+        "recall_floor": f"recall_floor: the best precision with recall >= {tp.threshold_min_recall} on validation rows",
+        "cost": f"cost: the least {tp.threshold_cost_fp} x FP + {tp.threshold_cost_fn} x FN on validation rows",
+    }[tp.threshold_metric]
+
+
+def threshold_for(y: np.ndarray, p: np.ndarray, tp) -> float:
+    """``choose_threshold`` for the objective of ``train`` params (``train.threshold_*``)."""
+    return choose_threshold(
+        y,
+        p,
+        tp.threshold_metric,
+        min_recall=tp.threshold_min_recall,
+        cost_fp=tp.threshold_cost_fp,
+        cost_fn=tp.threshold_cost_fn,
+    )
+
+
+def baseline_name(task: str, name: str) -> str:
+    """The name a configured baseline is reported under: what is fitted (logistic regression or Ridge)."""
+    if name in ("linear", "logistic", "ridge"):
+        return "ridge" if task == "regression" else "logistic"
+    return name
 
 
 def baseline_estimators(task: str, names: list[str], pre: Preprocessor, seed: int) -> dict[str, Any]:
-    from sklearn.compose import ColumnTransformer
+    """The configured baselines: a prior/mean dummy, and the regularized linear model of ``driftloop.linear``
+    (median imputation + missing indicators, standardised, one-hot on the 30 most frequent categories)."""
     from sklearn.dummy import DummyClassifier, DummyRegressor
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    cats = pre.categorical_features
-    nums = [f for f in pre.feature_names if f not in cats]
-    linear_prep = ColumnTransformer(
-        [
-            ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), nums),
-            (
-                "cat",
-                make_pipeline(
-                    SimpleImputer(strategy="constant", fill_value="__missing__"),
-                    OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=30, sparse_output=False),
-                ),
-                cats,
-            ),
-        ]
-    )
+    from driftloop.linear import LinearModel
+
     out: dict[str, Any] = {}
-    for name in names:
+    for configured in names:
+        name = baseline_name(task, configured)
         if name == "dummy":
             out[name] = DummyRegressor() if task == "regression" else DummyClassifier(strategy="prior")
-        elif name in ("logistic", "linear"):
-            if task == "regression":
-                out[name] = make_pipeline(linear_prep, Ridge(alpha=1.0))
-            else:
-                out[name] = make_pipeline(linear_prep, LogisticRegression(max_iter=500, random_state=seed))
+        else:
+            out[name] = LinearModel(task, seed=seed)
     return out
 
 
@@ -97,12 +146,23 @@ def train(
     params: Params,
     task: str,
     lgb_params: dict[str, Any],
-    weights: tuple[np.ndarray | None, np.ndarray | None] | None = None,
+    *,
+    refit_rounds: int | None = None,
+    weight: np.ndarray | None = None,
+    valid_weight: np.ndarray | None = None,
+    tuned_cv: tuple[str, float] | None = None,
 ) -> TrainResult:
-    """Fit the model and the baselines; ``weights``: optional (train, valid) LightGBM sample weights
-    (``driftloop.training_data``: retrain.training_data recency). The baselines stay unweighted."""
+    """Fit, validate and (``train.refit``) refit on train + valid; see the module docstring.
+
+    ``refit_rounds``: the tune stage's rounds for train + valid (cross-validated: the folds' best iteration
+    scaled from the fold size); None: this fit's early-stopped rounds scaled by (train + valid) / train rows.
+    ``weight`` / ``valid_weight``: optional per-row sample weights of the train / valid rows.
+    ``tuned_cv``: (LightGBM metric, value) of the tune stage's best trial when it cross-validated: the linear
+    candidate is then cross-validated on the same folds and the selection compares the two CV means (a single
+    small validation split is too noisy to choose by).
+    """
     from driftloop.evaluate import compute_metrics
-    from driftloop.tune import fit_booster, make_datasets
+    from driftloop.tune import class_weighting, fit_booster, full_dataset, make_datasets, row_weights
 
     target = params.base.target
     vp = params.validate_params
@@ -115,33 +175,189 @@ def train(
     )
     X_train = pre.fit_transform(feature_frame(train_df, params))
     X_valid = pre.transform(feature_frame(valid_df, params))
-    dtrain, dvalid = make_datasets(X_train, y_train, X_valid, y_valid, params.tune, weights)
+    # train.class_weight: binary weights are in lgb_params (scale_pos_weight, tuned or fixed by the tune stage);
+    # multiclass "balanced" weights rows, as the tune stage did
+    tp = params.train
+    weighting = class_weighting(task, y_train, tp.class_weight, tp.minority_share_auto)
+    weight, valid_weight = row_weights(weighting, y_train, weight), row_weights(weighting, y_valid, valid_weight)
+    if weight is not None and valid_weight is None:
+        valid_weight = np.ones(len(y_valid))
+    max_bin = lgb_params.get("max_bin")
+    dtrain, dvalid = make_datasets(X_train, y_train, X_valid, y_valid, params.tune, max_bin, weight, valid_weight)
     booster = fit_booster(lgb_params, dtrain, dvalid, params.tune)
     best_iteration = booster.best_iteration or booster.current_iteration()
     booster = booster.__class__(model_str=booster.model_to_string(num_iteration=best_iteration))
     model = DriftloopModel(pre, booster, encoder, target, best_iteration=None)
+    # the threshold, the calibration and the validation metrics come from this train-only model's scores on
+    # rows it never saw; the refit below sees them, so its own validation scores would be in-sample
     valid_scores = model.predict_scores(valid_df)
     if task == "binary":
-        model.threshold = choose_threshold(y_valid, valid_scores, params.train.threshold_metric)
+        model.threshold = threshold_for(y_valid, valid_scores, params.train)
+        model.threshold_objective = threshold_objective(params.train)
         if len(np.unique(y_valid)) == 2:  # for label-free performance estimates (driftloop.calibration)
             from driftloop.calibration import Calibration
 
             model.calibration = Calibration.fit(y_valid, valid_scores).to_dict()
     valid_metrics = {"lightgbm": compute_metrics(task, y_valid, valid_scores, model.threshold)}
-    baselines = {}
-    # baselines are reference points: fit them on at most train.baseline_max_rows rows (seeded), which keeps a
-    # 10M-row training under the memory budget (one-hot logistic regression on all rows needs ~12 GiB)
-    Xb, yb = X_train, y_train
-    if len(X_train) > params.train.baseline_max_rows:
-        idx = np.random.default_rng(params.base.seed).choice(
-            len(X_train), params.train.baseline_max_rows, replace=False
-        )
-        idx.sort()
-        Xb, yb = X_train.iloc[idx], y_train[idx]
-    for name, est in baseline_estimators(task, params.train.baselines, pre, params.base.seed).items():
-        est.fit(_for_sklearn(Xb), yb)
+    rounds, fit_rows = None, len(X_train)
+    X_all = y_all = w_all = None
+    if params.train.refit:
+        X_all = pd.concat([X_train, X_valid])
+        y_all = np.concatenate([y_train, y_valid])
+        w_all = None if weight is None else np.concatenate([weight, _ones_if_none(valid_weight, len(y_valid))])
+        rounds = refit_rounds or max(1, round(best_iteration * len(X_all) / max(len(X_train), 1)))
+        model.booster = refit_booster(lgb_params, full_dataset(X_all, y_all, params.tune, max_bin, w_all), rounds)
+        fit_rows = len(X_all)
+    baselines, linear = {}, None
+    names = list(params.train.baselines) + (["linear"] if "linear" in params.train.candidates else [])
+    cv = None
+    if tuned_cv is not None and "linear" in params.train.candidates:
+        cv = _linear_cv(task, params, train_df, valid_df, X_train, y_train, X_valid, y_valid, weight, tuned_cv)
+    for name, est in baseline_estimators(task, names, pre, params.base.seed).items():
+        if cv is not None and name != "dummy":
+            est.strength = cv["strength"]  # chosen on the folds: fitted as is
+            _fit_sample(est, X_train, y_train, params, weight)
+        else:
+            _fit_sample(est, X_train, y_train, params, weight, (X_valid, y_valid))
         scores = baseline_scores(est, X_valid, task)
-        threshold = choose_threshold(y_valid, scores, params.train.threshold_metric) if task == "binary" else None
-        baselines[name] = {"estimator": est, "threshold": threshold}
+        threshold = threshold_for(y_valid, scores, params.train) if task == "binary" else None
         valid_metrics[name] = compute_metrics(task, y_valid, scores, threshold)
-    return TrainResult(model, baselines, valid_metrics)
+        if name != "dummy":
+            linear = (name, est, scores, threshold)
+        if params.train.refit:  # refit on train + valid like the model it is compared with
+            _fit_sample(est, X_all, y_all, params, w_all)
+        baselines[name] = {"estimator": est, "threshold": threshold}
+    if "hist_gradient_boosting" in params.train.candidates:
+        valid_metrics["hist_gradient_boosting"] = _hist_gradient_boosting(
+            task, X_train, y_train, X_valid, y_valid, weight, params
+        )
+    cv_values = None if cv is None else {"lightgbm": cv["lightgbm"], linear[0]: cv["linear"]}
+    selection = select(task, valid_metrics, linear is not None and "linear" in params.train.candidates, cv_values)
+    if linear is not None and next(r for r in selection if r["selected"])["model"] == linear[0]:
+        name, est, scores, threshold = linear
+        model = DriftloopModel(pre, est, encoder, target, threshold=threshold, algorithm="linear")
+        if task == "binary":
+            model.threshold_objective = threshold_objective(params.train)
+        if task == "binary" and len(np.unique(y_valid)) == 2:
+            from driftloop.calibration import Calibration
+
+            model.calibration = Calibration.fit(y_valid, scores).to_dict()
+    return TrainResult(model, baselines, valid_metrics, int(best_iteration), rounds, fit_rows, selection)
+
+
+# the tune stage's LightGBM metric -> the primary metric it equals (for the cross-validated selection)
+CV_METRIC = {"auc": "roc_auc", "rmse": "rmse", "multi_logloss": "log_loss", "binary_logloss": "log_loss"}
+
+
+def _linear_cv(task, params, train_df, valid_df, X_train, y_train, X_valid, y_valid, weight, tuned_cv):
+    """The linear candidate cross-validated on the tune stage's folds (``tune.validation_plan`` again: the same
+    seeded folds), each strength of its grid; None when the tune stage did not cross-validate or its metric is
+    not the primary one. Returns the LightGBM and best linear CV means and that strength."""
+    from driftloop.evaluate import compute_metrics
+    from driftloop.linear import ALPHA_GRID, C_GRID, LinearModel
+    from driftloop.model import HIGHER_IS_BETTER, PRIMARY_METRIC
+    from driftloop.tune import fold_keys, validation_plan
+
+    metric = PRIMARY_METRIC[task]
+    if CV_METRIC.get(tuned_cv[0]) != metric:
+        return None
+    y_all = np.concatenate([y_train, y_valid])
+    plan = validation_plan(
+        params.tune, task, y_all, len(y_train), params.base.seed, **fold_keys(params, train_df, valid_df)
+    )
+    if plan.folds is None:
+        return None
+    X_all = pd.concat([X_train, X_valid], ignore_index=True)
+    w_all = None if weight is None else np.concatenate([weight, np.ones(len(y_valid))])
+    best = None
+    for strength in ALPHA_GRID if task == "regression" else C_GRID:
+        values = []
+        for tr, va in plan.folds:
+            m = LinearModel(task, seed=params.base.seed, strength=strength)
+            m.fit(X_all.iloc[tr], y_all[tr], None if w_all is None else w_all[tr])
+            values.append(compute_metrics(task, y_all[va], m.scores(X_all.iloc[va]), None)[metric])
+        mean = float(np.mean(values))
+        if best is None or (mean > best[0] if HIGHER_IS_BETTER[metric] else mean < best[0]):
+            best = (mean, strength)
+    return {"lightgbm": float(tuned_cv[1]), "linear": best[0], "strength": best[1]}
+
+
+def select(
+    task: str,
+    valid_metrics: dict[str, dict[str, float]],
+    linear_selectable: bool,
+    cv: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """The algorithm selection table: each candidate's validation metrics, whether it can be the registered model
+    (stored without pickle), and the selected one: the best primary metric among the selectable (LightGBM on a tie),
+    by the cross-validated means ``cv`` when given (LightGBM's and the linear model's), else on the validation split.
+    """
+    from driftloop.model import HIGHER_IS_BETTER, PRIMARY_METRIC
+
+    metric = PRIMARY_METRIC[task]
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    rows = []
+    for name, metrics in valid_metrics.items():
+        if name == "dummy":
+            continue
+        selectable = name == "lightgbm" or (linear_selectable and name in ("logistic", "ridge"))
+        row = {"model": name, "metric": metric, "valid": metrics.get(metric), "selectable": selectable}
+        if cv is not None:
+            row["cv"] = cv.get(name)
+        rows.append(row)
+    by = "cv" if cv is not None else "valid"
+    best = max(
+        (r for r in rows if r["selectable"] and r.get(by) is not None),
+        key=lambda r: (sign * r[by], r["model"] == "lightgbm"),
+    )
+    for r in rows:
+        r["selected"] = r is best
+    return rows
+
+
+def _hist_gradient_boosting(task, X_train, y_train, X_valid, y_valid, weight, params: Params) -> dict[str, float]:
+    """scikit-learn's HistGradientBoosting (defaults, its own early stopping, native categoricals) on train,
+    scored on valid: compared in the selection table."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from driftloop.evaluate import compute_metrics
+
+    kind = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+    est = kind(categorical_features="from_dtype", random_state=params.base.seed)
+    est.fit(X_train, y_train, sample_weight=weight)
+    scores = baseline_scores(est, X_valid, task) if task == "regression" else est.predict_proba(X_valid)
+    if task == "binary":
+        scores = scores[:, 1]
+    threshold = threshold_for(y_valid, scores, params.train) if task == "binary" else None
+    return compute_metrics(task, y_valid, scores, threshold)
+
+
+def refit_booster(lgb_params: dict[str, Any], data, rounds: int):
+    """LightGBM fitted on ``data`` for exactly ``rounds`` rounds (no validation set, no early stopping)."""
+    import lightgbm as lgb
+
+    return lgb.train(lgb_params, data, num_boost_round=int(rounds))
+
+
+def _ones_if_none(w: np.ndarray | None, n: int) -> np.ndarray:
+    return np.ones(n) if w is None else w
+
+
+def _fit_sample(est, X: pd.DataFrame, y: np.ndarray, params: Params, weight: np.ndarray | None, valid=None) -> None:
+    """Fit a baseline on at most ``train.baseline_max_rows`` rows (a seeded sample): baselines are reference
+    points, and that keeps a 10M-row training under the memory budget (one-hot logistic regression on all rows
+    needs ~12 GiB)."""
+    if len(X) > params.train.baseline_max_rows:
+        idx = np.random.default_rng(params.base.seed).choice(len(X), params.train.baseline_max_rows, replace=False)
+        idx.sort()
+        X, y = X.iloc[idx], y[idx]
+        weight = None if weight is None else weight[idx]
+    from driftloop.linear import LinearModel
+
+    if isinstance(est, LinearModel):
+        if valid is not None:  # the regularization strength is chosen on the validation split
+            est.fit_select(X, y, valid[0], valid[1], weight)
+        else:
+            est.fit(X, y, weight)
+        return
+    est.fit(_for_sklearn(X), y, sample_weight=weight)

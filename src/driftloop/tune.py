@@ -21,20 +21,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.config import Params, TuneParams
+from driftloop.config import Params, SpaceParams, TuneParams
 from driftloop.faults import fault_point, register_point
 
-# Search space; LightGBM's defaults (inside the space) are enqueued as the first trial.
+# LightGBM's defaults (inside the default space; max_bin and min_split_gain as tune.max_bin and ~0): a first trial
 LGBM_DEFAULTS: dict[str, Any] = {
     "learning_rate": 0.1,
     "num_leaves": 31,
     "min_child_samples": 20,
+    "max_bin": 255,
     "feature_fraction": 1.0,
     "bagging_fraction": 1.0,
     "lambda_l1": 1e-8,
     "lambda_l2": 1e-8,
+    "min_split_gain": 1e-8,
     "cat_smooth": 10.0,
 }
+# cheap configurations enqueued before the defaults (as FLAML's CFO starts low): few leaves, a large learning rate,
+# coarse bins; the search then has a finished trial in seconds, even under a short time budget on large data
+LOW_COST_STARTS: tuple[dict[str, Any], ...] = (
+    {**LGBM_DEFAULTS, "num_leaves": 4, "learning_rate": 0.3, "max_bin": 63},
+    {**LGBM_DEFAULTS, "num_leaves": 8, "learning_rate": 0.2, "min_child_samples": 10, "max_bin": 63},
+)
+# searched on a log scale; integer-valued
+LOG_SCALE = frozenset(
+    {"learning_rate", "num_leaves", "min_child_samples", "lambda_l1", "lambda_l2", "min_split_gain", "cat_smooth"}
+)
+INT_PARAMS = frozenset({"num_leaves", "min_child_samples", "max_bin"})
 METRIC_FOR_TASK = {"binary": "auc", "multiclass": "multi_logloss", "regression": "rmse"}
 HIGHER_BETTER = {"auc": True, "binary_logloss": False, "multi_logloss": False, "rmse": False, "l2": False, "l1": False}
 
@@ -106,17 +119,245 @@ class BackgroundCallback:
             raise self.error
 
 
-def search_space(trial) -> dict[str, Any]:
-    return {
-        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
-        "num_leaves": trial.suggest_int("num_leaves", 8, 256, log=True),
-        "min_child_samples": trial.suggest_int("min_child_samples", 5, 300, log=True),
-        "feature_fraction": trial.suggest_float("feature_fraction", 0.4, 1.0),
-        "bagging_fraction": trial.suggest_float("bagging_fraction", 0.4, 1.0),
-        "lambda_l1": trial.suggest_float("lambda_l1", 1e-8, 10.0, log=True),
-        "lambda_l2": trial.suggest_float("lambda_l2", 1e-8, 10.0, log=True),
-        "cat_smooth": trial.suggest_float("cat_smooth", 1.0, 100.0, log=True),
-    }
+def class_weighting(task: str, y: np.ndarray, how: str, auto_share: float) -> dict[str, Any]:
+    """``train.class_weight`` for labels ``y`` (train rows): ``{"fixed": {...}}`` LightGBM parameters,
+    ``{"search": {name: (low, high)}}`` to tune, ``{"class_weights": array}`` per class code (multiclass), or {}."""
+    if task == "regression" or how == "none":
+        return {}
+    counts = np.bincount(y).astype(float)
+    if task == "binary":
+        ratio = counts[0] / max(counts[1], 1.0)
+        if how == "balanced":
+            return {"fixed": {"scale_pos_weight": float(ratio)}}
+        share = counts.min() / counts.sum()
+        return {"search": {"scale_pos_weight": (1.0, float(ratio))}} if share < auto_share and ratio > 1 else {}
+    if how == "balanced":  # multiclass: rows weighted as scikit-learn's "balanced"
+        return {"class_weights": counts.sum() / (len(counts) * np.maximum(counts, 1.0))}
+    return {}
+
+
+def row_weights(weighting: dict[str, Any], y: np.ndarray, weight: np.ndarray | None) -> np.ndarray | None:
+    """Sample weights combining the caller's ``weight`` with multiclass class weights (None when neither)."""
+    if "class_weights" not in weighting:
+        return weight
+    w = weighting["class_weights"][y]
+    return w if weight is None else w * weight
+
+
+def search_space(
+    trial,
+    space: SpaceParams | None = None,
+    grid: dict[str, list] | None = None,
+    extra: dict[str, tuple[float, float]] | None = None,
+) -> dict[str, Any]:
+    """The trial's LightGBM parameters: every key of ``LGBM_DEFAULTS``.
+
+    ``space`` (``tune.space``) gives the bounds; a parameter whose low equals its high is fixed, not suggested.
+    With ``grid`` (``tune.sampler: grid``) only the grid's parameters are suggested, from its value lists; the
+    rest keep LightGBM's defaults. ``extra``: more parameters searched log-uniformly (``scale_pos_weight``).
+    """
+    out = {}
+    for name, (low, high) in (extra or {}).items():
+        out[name] = trial.suggest_float(name, low, high, log=True)
+    if grid:
+        out.update(LGBM_DEFAULTS)
+        for name, values in grid.items():
+            out[name] = trial.suggest_categorical(name, [_cast(name, v) for v in values])
+        return out
+    space = space or SpaceParams()
+    for name in LGBM_DEFAULTS:
+        bounds = getattr(space, name)
+        if name == "max_bin":
+            out[name] = trial.suggest_categorical(name, list(bounds)) if len(set(bounds)) > 1 else bounds[0]
+        elif bounds[0] == bounds[1]:
+            out[name] = _cast(name, bounds[0])
+        elif name in INT_PARAMS:
+            out[name] = trial.suggest_int(name, int(bounds[0]), int(bounds[1]), log=name in LOG_SCALE)
+        else:
+            out[name] = trial.suggest_float(name, float(bounds[0]), float(bounds[1]), log=name in LOG_SCALE)
+    return out
+
+
+def _cast(name: str, value: Any) -> Any:
+    return int(value) if name in INT_PARAMS else float(value)
+
+
+def describe_space(tp: TuneParams) -> dict[str, Any]:
+    """The search as logged to MLflow (``search_space.json``) and shown by ``driftloop config`` (``tune.space``)."""
+    if tp.sampler == "grid":
+        space = {k: {"grid": list(v)} for k, v in tp.grid.items()}
+        fixed = {k: v for k, v in LGBM_DEFAULTS.items() if k not in tp.grid}
+    else:
+        space, fixed = {}, {}
+        for name in LGBM_DEFAULTS:
+            bounds = getattr(tp.space, name)
+            if name == "max_bin":
+                space[name] = {"choices": list(bounds)}
+            elif bounds[0] == bounds[1]:
+                fixed[name] = bounds[0]
+            else:
+                space[name] = {"low": bounds[0], "high": bounds[1], "log": name in LOG_SCALE}
+    return {"sampler": tp.sampler, "space": space, "fixed": fixed}
+
+
+def clip_to_space(candidate: dict[str, Any], space: SpaceParams) -> dict[str, Any]:
+    """An enqueued configuration moved inside ``space`` (a narrowed space must not start outside itself)."""
+    out = {}
+    for name, value in candidate.items():
+        bounds = getattr(space, name, None)
+        if bounds is None:
+            out[name] = value
+        elif name == "max_bin":
+            out[name] = min(bounds, key=lambda b: (abs(b - value), b))
+        else:
+            out[name] = _cast(name, min(max(value, bounds[0]), bounds[1]))
+    return out
+
+
+def make_sampler(tp: TuneParams, seed: int):
+    """``tune.sampler``, seeded: tpe (multivariate, constant liar for parallel workers), random, grid (the
+    ``tune.grid`` value lists), cmaes (categorical ``max_bin`` drawn independently) or qmc (scrambled Sobol)."""
+    import optuna
+
+    s = optuna.samplers
+    if tp.sampler == "random":
+        return s.RandomSampler(seed=seed)
+    if tp.sampler == "grid":
+
+        class Grid(s.GridSampler):
+            def after_trial(self, study, trial, state, values) -> None:
+                pass  # Optuna's calls study.stop() (optimize() only); the stage caps n_trials at the grid's size
+
+        return Grid({k: [_cast(k, v) for v in vals] for k, vals in tp.grid.items()}, seed=seed)
+    if tp.sampler == "cmaes":
+        return s.CmaEsSampler(seed=seed, n_startup_trials=tp.n_startup_trials, warn_independent_sampling=False)
+    if tp.sampler == "qmc":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return s.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
+    return s.TPESampler(seed=seed, multivariate=True, n_startup_trials=tp.n_startup_trials, constant_liar=True)
+
+
+def grid_size(tp: TuneParams) -> int:
+    n = 1
+    for values in tp.grid.values():
+        n *= len(set(values))
+    return n
+
+
+# tune.num_threads: 0 (auto) fits on one thread below this many train+valid rows: there LightGBM's OpenMP threads
+# wait on each other more than they share work, and on a loaded machine far more (a 5-fold CV on 569 rows: 2 s on
+# one thread, 44-72 s on both cores at load 9; benchmarks/README.md)
+SINGLE_THREAD_MAX_ROWS = 20_000
+
+
+def effective_threads(tp: TuneParams, n_rows: int) -> int:
+    """``tune.num_threads`` for data of ``n_rows`` rows: as set, or (0) one thread on small data, else all cores."""
+    if tp.num_threads:
+        return tp.num_threads
+    return 1 if n_rows < SINGLE_THREAD_MAX_ROWS else 0
+
+
+def auto_timeout(n_rows: int, n_columns: int) -> float:
+    """``tune.timeout_seconds: auto``: 30 s plus 50 s per million cells of train+valid, at most 600 s.
+
+    100k rows x 30 columns: 180 s; 20k x 20: 50 s; a few thousand rows: ~30 s (30 trials usually finish first).
+    """
+    return float(min(30.0 + 50.0 * n_rows * max(n_columns, 1) / 1e6, 600.0))
+
+
+def resolve_timeout(tp: TuneParams, n_rows: int, n_columns: int) -> float | None:
+    return auto_timeout(n_rows, n_columns) if tp.timeout_seconds == "auto" else tp.timeout_seconds
+
+
+def fold_keys(params: Params, train_df: pd.DataFrame, valid_df: pd.DataFrame) -> dict[str, Any]:
+    """``groups`` / ``times`` for CV folds (train rows then valid rows), from split.group_column and
+    split.time_column: a group never straddles folds; time-ordered folds validate on later rows."""
+    out: dict[str, Any] = {}
+    for key, column in (("groups", params.split.group_column), ("times", params.split.time_column)):
+        if column:
+            out[key] = pd.concat([train_df[column], valid_df[column]], ignore_index=True).to_numpy()
+    return out
+
+
+@dataclass
+class ValidationPlan:
+    """How trials are scored: the validation split (``folds`` None) or k folds over train+valid."""
+
+    kind: str  # holdout | kfold | stratified | group | time
+    folds: list[tuple[np.ndarray, np.ndarray]] | None
+    fit_rows: float  # rows a trial's model is fitted on (mean over folds): the refit scales rounds by total/this
+    total_rows: int  # train + valid
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.folds) if self.folds else 0
+
+    def describe(self) -> str:
+        return "the validation split" if self.folds is None else f"{self.n_folds}-fold CV ({self.kind}) on train+valid"
+
+    def refit_rounds(self, best_iteration: int) -> int:
+        """The tuned rounds scaled from the rows a trial fitted on to train+valid (the refit's rows)."""
+        return max(1, int(round(best_iteration * self.total_rows / max(self.fit_rows, 1.0))))
+
+
+def validation_plan(
+    tp: TuneParams,
+    task: str,
+    y: np.ndarray,
+    n_train: int,
+    seed: int,
+    groups: np.ndarray | None = None,
+    times: np.ndarray | None = None,
+) -> ValidationPlan:
+    """``tune.cv_folds`` resolved for these rows (``y``: train then valid labels, ``n_train`` of them train).
+
+    auto: CV when train+valid hold at most ``tune.cv_auto_max_rows`` rows. Folds are stratified for
+    classification (at most as many as the smallest class has rows), grouped when ``groups`` are given (a group
+    never straddles folds), expanding-window time-ordered when ``times`` are (each fold validates on later rows).
+    Fewer than 2 possible folds: the validation split.
+    """
+    total = len(y)
+    holdout = ValidationPlan("holdout", None, float(n_train), total)
+    k = tp.cv_folds
+    if k == "auto":
+        k = tp.cv_auto_folds if total <= tp.cv_auto_max_rows else 0
+    if k < 2:
+        return holdout
+    from sklearn import model_selection as ms
+
+    index = np.arange(total)
+    if times is not None:
+        order = np.argsort(np.asarray(times), kind="stable")
+        splitter = ms.TimeSeriesSplit(n_splits=k)
+        folds = [(order[tr], order[va]) for tr, va in splitter.split(order)]
+        kind = "time"
+    elif groups is not None:
+        n_groups = len(pd.unique(groups))
+        k = min(k, n_groups)
+        if k < 2:
+            return holdout
+        if task == "regression":
+            splitter = ms.GroupKFold(n_splits=k)
+        else:
+            k = min(k, int(np.bincount(y).min()))
+            if k < 2:
+                return holdout
+            splitter = ms.StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        folds = list(splitter.split(index, y, groups))
+        kind = "group"
+    elif task == "regression":
+        folds = list(ms.KFold(n_splits=k, shuffle=True, random_state=seed).split(index))
+        kind = "kfold"
+    else:
+        k = min(k, int(np.bincount(y).min()))
+        if k < 2:
+            return holdout
+        folds = list(ms.StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(index, y))
+        kind = "stratified"
+    return ValidationPlan(kind, folds, float(np.mean([len(tr) for tr, _ in folds])), total)
 
 
 def tune_metric(task: str, tp: TuneParams) -> str:
@@ -147,11 +388,16 @@ def lgb_params(task: str, n_classes: int, tp: TuneParams, seed: int, tuned: dict
     return {**fixed_params(task, n_classes, tp, seed), **tuned}
 
 
-def make_pruner(tp: TuneParams):
+def pruning_on(tp: TuneParams, cross_validated: bool) -> bool:
+    """``tune.pruning``: true / false, or auto: on for the validation split, off for cross-validated trials."""
+    return not cross_validated if tp.pruning == "auto" else bool(tp.pruning)
+
+
+def make_pruner(tp: TuneParams, enabled: bool | None = None):
     """``tune.pruning`` / ``tune.pruner``: the best-curve pruner (default), Optuna's median pruner, or none."""
     import optuna
 
-    if not tp.pruning:
+    if not (pruning_on(tp, False) if enabled is None else enabled):
         return optuna.pruners.NopPruner()
     if tp.pruner == "median":
         return optuna.pruners.MedianPruner(
@@ -502,6 +748,9 @@ class TuneResult:
     n_pruned: int
     n_failed: int
     seconds: float
+    validation: str = "the validation split"  # ValidationPlan.describe()
+    refit_rounds: int | None = None  # the best trial's rounds scaled to train+valid (the train stage's refit)
+    timeout_seconds: float | None = None  # the time budget this run had (tune.timeout_seconds resolved)
     study: Any = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -514,18 +763,32 @@ def make_datasets(
     X_valid: pd.DataFrame,
     y_valid: np.ndarray,
     tp: TuneParams,
-    weights: tuple[np.ndarray | None, np.ndarray | None] | None = None,
+    max_bin: int | None = None,
+    train_weight: np.ndarray | None = None,
+    valid_weight: np.ndarray | None = None,
 ):
     """LightGBM's train/valid datasets; ``weights``: optional (train, valid) sample weights (retrain.training_data)."""
     import lightgbm as lgb
 
-    w_train, w_valid = weights or (None, None)
-    ds_params = {"max_bin": tp.max_bin, "feature_pre_filter": False, "verbosity": -1}
+    ds_params = dataset_params(tp, max_bin)
     train = lgb.Dataset(
-        X_train, y_train, weight=w_train, params=ds_params, free_raw_data=False, categorical_feature="auto"
+        X_train, y_train, weight=train_weight, params=ds_params, free_raw_data=False, categorical_feature="auto"
     )
-    valid = lgb.Dataset(X_valid, y_valid, weight=w_valid, reference=train, free_raw_data=False)
+    valid = lgb.Dataset(X_valid, y_valid, weight=valid_weight, reference=train, free_raw_data=False)
     return train, valid
+
+
+def dataset_params(tp: TuneParams, max_bin: int | None = None) -> dict[str, Any]:
+    return {"max_bin": int(max_bin or tp.max_bin), "feature_pre_filter": False, "verbosity": -1}
+
+
+def full_dataset(X: pd.DataFrame, y: np.ndarray, tp: TuneParams, max_bin: int | None = None, weight=None):
+    """One LightGBM dataset of all rows (CV folds are subsets of it; the final refit fits on it)."""
+    import lightgbm as lgb
+
+    return lgb.Dataset(
+        X, y, weight=weight, params=dataset_params(tp, max_bin), free_raw_data=False, categorical_feature="auto"
+    )
 
 
 def fit_booster(params: dict, train, valid, tp: TuneParams, callbacks: Sequence = ()):
@@ -555,7 +818,10 @@ def tune(
     callbacks: Sequence[Callable] = (),
     worker_index: int | None = None,
     trial_point: str = TRIAL,
-    weights: tuple[np.ndarray | None, np.ndarray | None] | None = None,
+    groups: np.ndarray | None = None,
+    times: np.ndarray | None = None,
+    train_weight: np.ndarray | None = None,
+    valid_weight: np.ndarray | None = None,
 ) -> TuneResult:
     """Run (or resume, or join) the study and return the best parameters. ``callbacks`` are Optuna callbacks.
 
@@ -569,7 +835,10 @@ def tune(
     sampler's seed is ``base.seed + worker_index``, so workers do not propose the same sets) and asks
     for a trial only while COMPLETE + PRUNED + RUNNING < ``tune.n_trials``: the study ends with exactly
     that many finished trials. ``worker_index`` forces the number (give each worker a distinct one).
-    ``weights``: optional (train, valid) sample weights (``driftloop.training_data``, retrain.training_data).
+
+    Validation (``validation_plan``): the validation split, or k-fold CV over train+valid (``tune.cv_folds``;
+    ``groups``/``times`` give grouped / time-ordered folds, both aligned with train rows then valid rows).
+    The study stops at ``tune.n_trials`` or when ``tune.timeout_seconds`` (auto: ``auto_timeout``) is spent.
     """
     import lightgbm as lgb
     import optuna
@@ -580,8 +849,37 @@ def tune(
     metric = tune_metric(task, tp)
     direction = "maximize" if HIGHER_BETTER[metric] else "minimize"
     fixed = fixed_params(task, n_classes, tp, seed)
-    train, valid = make_datasets(X_train, y_train, X_valid, y_valid, tp, weights)
-    pruner = make_pruner(tp)
+    y_all = np.concatenate([y_train, y_valid])
+    fixed["num_threads"] = effective_threads(tp, len(y_all))
+    weighting = class_weighting(task, y_train, params.train.class_weight, params.train.minority_share_auto)
+    fixed.update(weighting.get("fixed", {}))
+    train_weight = row_weights(weighting, y_train, train_weight)
+    valid_weight = row_weights(weighting, y_valid, valid_weight)
+    if train_weight is not None and valid_weight is None:
+        valid_weight = np.ones(len(y_valid))
+    plan = validation_plan(tp, task, y_all, len(y_train), seed, groups, times)
+    pruning = pruning_on(tp, plan.folds is not None)
+    timeout = resolve_timeout(tp, len(y_all), X_train.shape[1])
+    for callback in callbacks:  # e.g. the progress display: trials and the time budget
+        if hasattr(callback, "set_budget"):
+            callback.set_budget(timeout)
+    datasets: dict[int, Any] = {}  # max_bin -> the binned dataset(s), built once each and shared by trials
+
+    def data_for(max_bin: int):
+        if max_bin not in datasets:
+            if plan.folds is None:
+                datasets[max_bin] = make_datasets(
+                    X_train, y_train, X_valid, y_valid, tp, max_bin, train_weight, valid_weight
+                )
+            else:
+                weight = None if train_weight is None else np.concatenate([train_weight, valid_weight])
+                X_all = pd.concat([X_train, X_valid], ignore_index=True)
+                datasets[max_bin] = full_dataset(X_all, y_all, tp, max_bin, weight)
+        return datasets[max_bin]
+
+    pruner = make_pruner(tp, pruning)
+    grid = tp.grid if tp.sampler == "grid" else None
+    n_trials = min(tp.n_trials, grid_size(tp)) if grid else tp.n_trials
     lock = StudyLock(tp.storage, study_name)
     try:
         with lock:
@@ -610,53 +908,55 @@ def tune(
                 if tp.storage != "memory":  # an atomic counter: the first process is 0, the next 1, ...
                     worker_index = int(study.user_attrs.get(WORKERS_ATTR, 0))
                     study.set_user_attr(WORKERS_ATTR, worker_index + 1)
-            study.sampler = optuna.samplers.TPESampler(
-                seed=seed + worker_index, multivariate=True, n_startup_trials=tp.n_startup_trials, constant_liar=True
-            )
+            study.sampler = make_sampler(tp, seed + worker_index)
 
             def enqueue(candidates) -> None:  # under the lock: several workers never enqueue one set twice
                 for candidate in candidates:
                     known = {k: candidate[k] for k in LGBM_DEFAULTS if k in candidate}
                     if len(known) == len(LGBM_DEFAULTS):
-                        study.enqueue_trial(known, skip_if_exists=True)
+                        study.enqueue_trial(clip_to_space(known, tp.space), skip_if_exists=True)
 
             deferred: list[Callable] = []
-            if tp.warm_start:
+            if grid is None:  # a grid is its own plan: nothing enqueued
+                enqueue(LOW_COST_STARTS if tp.low_cost_start else ())
+            if tp.warm_start and grid is None:
                 enqueue([LGBM_DEFAULTS, *([] if callable(warm_start) else warm_start)])
                 if callable(warm_start):
                     deferred.append(warm_start)
 
         def objective(trial) -> float:
-            tuned = search_space(trial)
+            tuned = search_space(trial, tp.space, grid, weighting.get("search"))
             fault_point(trial_point)
-            cb = [_metric_callback(trial, metric, tp.report_every)] if tp.pruning else []
+            cb = [_metric_callback(trial, metric, tp.report_every)] if pruning else []
             start = time.perf_counter()
-            if tp.cv_folds:
+            data = data_for(tuned["max_bin"])
+            if plan.folds is not None:
                 res = lgb.cv(
                     {**fixed, **tuned},
-                    train,
+                    data,
                     num_boost_round=tp.max_rounds,
-                    nfold=tp.cv_folds,
-                    stratified=task != "regression",
+                    folds=plan.folds,
                     seed=seed,
                     callbacks=[lgb.early_stopping(tp.early_stopping_rounds, verbose=False), *cb],
                 )
                 scores = res[f"valid {metric}-mean"]
                 best_iter, value = len(scores), float(scores[-1])
             else:
+                train, valid = data
                 booster = fit_booster({**fixed, **tuned}, train, valid, tp, cb)
                 best_iter = booster.best_iteration or booster.current_iteration()
                 value = float(booster.best_score["valid"][metric])
             trial.set_user_attr("best_iteration", int(best_iter))
             trial.set_user_attr("fit_seconds", time.perf_counter() - start)
+            trial.set_user_attr("lgb", tuned)  # every tuned key, searched or fixed by tune.space
             return value
 
         budget = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
         owner = process_identity()
         start = time.perf_counter()
-        while tp.timeout_seconds is None or time.perf_counter() - start < tp.timeout_seconds:
+        while timeout is None or time.perf_counter() - start < timeout:
             with lock:  # check-and-ask: no two processes take the last place of the budget
-                if len(study.get_trials(deepcopy=False, states=budget)) >= tp.n_trials:
+                if len(study.get_trials(deepcopy=False, states=budget)) >= n_trials:
                     break
                 trial = study.ask()
                 trial.set_user_attr(OWNER_ATTR, owner)
@@ -679,11 +979,13 @@ def tune(
 
         raise DataError(f"tune: no trial of study '{study_name}' completed (all pruned or failed)")
     best = study.best_trial
+    best_params = {**best.user_attrs.get("lgb", {}), **best.params}
+    best_iteration = int(best.user_attrs.get("best_iteration", tp.max_rounds))
     return TuneResult(
-        best_params=dict(best.params),
-        lgb_params=lgb_params(task, n_classes, tp, seed, dict(best.params)),
+        best_params=best_params,
+        lgb_params={**fixed, **best_params},
         best_value=float(best.value),
-        best_iteration=int(best.user_attrs.get("best_iteration", tp.max_rounds)),
+        best_iteration=best_iteration,
         metric=metric,
         direction=direction,
         study_name=study_name,
@@ -691,6 +993,9 @@ def tune(
         n_pruned=sum(t.state == TrialState.PRUNED for t in trials),
         n_failed=sum(t.state == TrialState.FAIL for t in trials),
         seconds=seconds,
+        validation=plan.describe(),
+        refit_rounds=plan.refit_rounds(best_iteration),
+        timeout_seconds=timeout,
         study=study,
     )
 

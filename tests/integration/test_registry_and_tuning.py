@@ -16,7 +16,7 @@ from driftloop import pipeline, tracking
 from driftloop import register as reg
 from driftloop.config import load_params
 from driftloop.errors import DataError, RegistryError
-from driftloop.tune import LGBM_DEFAULTS, fixed_params
+from driftloop.tune import LGBM_DEFAULTS, LOW_COST_STARTS, fixed_params
 
 pytestmark = pytest.mark.slow
 
@@ -96,9 +96,10 @@ def test_min_improvement_blocks_small_gains(workdir):
 
 @pytest.mark.parametrize("num_threads", [1, 0], ids=["mlflow-beside-the-fits", "mlflow-in-line"])
 def test_warm_start_tries_defaults_then_the_champion(workdir, num_threads):
-    """Trial 0 is LightGBM's defaults, trial 1 the current champion's parameters (looked up in MLflow
-    while trial 0 fits when a core is free, before it otherwise), then TPE; each trial is a nested run."""
-    p = _params(workdir, **{"tune.n_trials": 3, "tune.num_threads": num_threads})
+    """Trials 0-1 are the cheap starting points, trial 2 LightGBM's defaults, trial 3 the current champion's
+    parameters (looked up in MLflow while trial 0 fits when a core is free, before it otherwise), then the
+    sampler; each trial is a nested run."""
+    p = _params(workdir, **{"tune.n_trials": 5, "tune.num_threads": num_threads})
     _data(p)
     champion = {**LGBM_DEFAULTS, "num_leaves": 12, "learning_rate": 0.05, "min_child_samples": 40}
     _train_and_register(p, **champion)
@@ -109,9 +110,10 @@ def test_warm_start_tries_defaults_then_the_champion(workdir, num_threads):
         filter_string=f"tags.mlflow.parentRunId = '{result['mlflow_run_id']}'",
     )
     by_number = {int(r.data.tags["optuna.trial_number"]): r.data.params for r in runs}
-    assert sorted(by_number) == [0, 1, 2]
-    assert {k: float(v) for k, v in by_number[0].items()} == {k: float(v) for k, v in LGBM_DEFAULTS.items()}
-    assert {k: float(v) for k, v in by_number[1].items()} == {k: float(v) for k, v in champion.items()}
+    assert sorted(by_number) == [0, 1, 2, 3, 4]
+    for number, expected in enumerate([*LOW_COST_STARTS, LGBM_DEFAULTS, champion]):
+        tried = {k: float(v) for k, v in by_number[number].items() if k in LGBM_DEFAULTS}  # not scale_pos_weight
+        assert tried == {k: float(v) for k, v in expected.items()}
 
 
 def test_file_backed_study_resumes(workdir):

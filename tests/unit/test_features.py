@@ -224,3 +224,29 @@ def test_contract(pre):
     assert c["target"] == "y" and c["task"] == "binary" and c["ignored"] == ["id"]
     assert c["columns"]["grade"] == {"kind": "categorical", "dtype": "object", "categories": ["A", "B", "C"]}
     assert c["columns"]["count"] == {"kind": "numeric", "dtype": "Int64"}
+
+
+def test_matrix_of_plain_values_equals_transform(pre):
+    """The request fast path: plain Python values straight into the float matrix, the same numbers as ``transform``
+    (categories as LightGBM's codes), or ``None`` when pandas' inference decides the reading."""
+    pre = Preprocessor(FeaturesParams(date_parts=["year", "month", "day", "dayofweek", "dayofyear", "hour"])).fit(
+        train_frame()
+    )
+    data = {
+        "amount": [1.5, None, 3, float("nan")],
+        "grade": ["B", "Z", None, "A"],
+        "flag": [True, None, "false", 1],
+        "count": [2, 3, None, 4],
+        "opened": ["2024-02-29T13:45:00", None, "2023-12-31", "2024-01-01 00:00:00.5"],
+    }
+    X = pre.matrix(data, 4)
+    want = pre.transform(pd.DataFrame(data))
+    for j, name in enumerate(want.columns):
+        col = want[name]
+        expected = col.cat.codes.replace(-1, np.nan).to_numpy(dtype=float) if col.dtype == "category" else col
+        np.testing.assert_array_equal(X[:, j], np.asarray(expected, dtype=float), err_msg=name)
+    for odd in ({"amount": ["1.5"] * 4}, {"grade": [1, 2, 3, 4]}, {"amount": [True] * 4}):
+        assert pre.matrix({**data, **odd}, 4) is None, odd
+    # dates pandas reads its own way (zones, other formats) are read by pandas, still without a DataFrame
+    tz = {**data, "opened": ["2024-02-29T13:45:00+05:00", None, "March 3, 2024", "2024-01-01"]}
+    np.testing.assert_array_equal(pre.matrix(tz, 4)[:, -6:], pre.transform(pd.DataFrame(tz)).iloc[:, -6:].to_numpy())

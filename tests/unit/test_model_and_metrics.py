@@ -22,19 +22,19 @@ from driftloop.tune import LGBM_DEFAULTS, lgb_params
 # --------------------------------------------------------------------------- TargetEncoder
 
 
-def test_encoder_good_bad_default_positive_is_last_sorted():
+def test_encoder_good_bad_default_positive_is_the_minority():
     y = pd.Series(["good", "bad", "good", "good"])
     enc = TargetEncoder.fit(y, "binary")
-    assert enc.classes == ["bad", "good"]
-    assert enc.encode(y).tolist() == [1, 0, 1, 1]
-    assert enc.decode(np.array([0, 1])).tolist() == ["bad", "good"]
+    assert enc.classes == ["good", "bad"] and enc.positive_rule == "minority"
+    assert enc.encode(y).tolist() == [0, 1, 0, 0]
+    assert enc.decode(np.array([0, 1])).tolist() == ["good", "bad"]
 
 
 def test_encoder_positive_class_moves_to_code_1():
     y = pd.Series(["good", "bad", "good", "good"])
-    enc = TargetEncoder.fit(y, "binary", positive_class="bad")
-    assert enc.classes == ["good", "bad"]
-    assert enc.encode(y).tolist() == [0, 1, 0, 0]
+    enc = TargetEncoder.fit(y, "binary", positive_class="good")
+    assert enc.classes == ["bad", "good"]
+    assert enc.encode(y).tolist() == [1, 0, 1, 1]
     assert enc.decode(enc.encode(y)).tolist() == y.tolist()
 
 
@@ -136,6 +136,8 @@ def make_params(**register) -> Params:
         {
             "base": {"target": "default", "seed": 3},
             "tune": TUNE,
+            # the gate's tests compare fixed models on 300 test rows: the train-only fits they were written with
+            "train": {"refit": False, "candidates": []},  # and LightGBM always: these test its model
             "register": {"n_bootstrap": 10, **register},
         }
     )
@@ -199,9 +201,14 @@ def test_evaluate_writes_every_output_and_computes_features_once(trained, splits
         model, trained.baselines, test, plots_dir=tmp_path, shap_rows=100, curve_points=50, calibration_bins=5, seed=1
     )
     assert calls == [len(test)]
-    assert set(result) == {"task", "rows", "test", "baselines"}
+    assert set(result) == {"task", "rows", "test", "baselines", "warnings", "positive_class", "positive_rule"} | {
+        "calibration"
+    }
+    assert result["positive_class"] == "1" and result["positive_rule"] == "minority"  # 14 % defaults
     y = model.encoder.encode(test["default"])
-    assert result["test"] == compute_metrics("binary", y, model.predict_scores(test), model.threshold)
+    expected = compute_metrics("binary", y, model.predict_scores(test), model.threshold)
+    assert result["test"] == {**expected, "ece": result["calibration"]["ece"]}
+    assert 0 <= result["test"]["ece"] < 0.2 and "ece" in result["baselines"]["logistic"]
     assert set(result["baselines"]) == {"dummy", "logistic"}
     files = {p.name for p in tmp_path.iterdir()}
     assert files == {
@@ -365,6 +372,19 @@ def test_decide_worse_champion_is_replaced(trained, worse, splits):
     assert 0 < d.ci_low <= d.improvement <= d.ci_high
     assert "improves" in d.reason
     assert d.to_dict()["alias"] == CHAMPION
+
+
+def test_decide_on_pr_auc_when_register_metric_says_so(trained, worse, splits):
+    from sklearn.metrics import average_precision_score
+
+    test = splits["test"]
+    d = decide(trained.model, worse, "3", test, make_params(metric="pr_auc"))
+    y = trained.model.encoder.encode(test["default"])
+    assert d.metric == "pr_auc" and d.alias == CHAMPION
+    assert d.new_value == pytest.approx(average_precision_score(y, trained.model.predict_scores(test)))
+    assert d.champion_value == pytest.approx(average_precision_score(y, worse.predict_scores(test)))
+    assert "pr_auc improves" in d.reason
+    assert decide(worse, trained.model, "3", test, make_params(metric="pr_auc")).alias == CHALLENGER
 
 
 def test_decide_better_champion_keeps_its_place(trained, worse, splits):

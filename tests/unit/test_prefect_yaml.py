@@ -1,4 +1,5 @@
-"""prefect.yaml: one deployment per flow, entrypoints that import and name a Prefect flow, cron
+"""prefect.yaml: one deployment per flow (the monitoring flow twice: landed batches, the prediction log),
+entrypoints that import and name a Prefect flow, cron
 schedules, shared definitions; flows/serve.py serves the same deployments and schedules."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FLOWS = {
     "training": "flows/training.py:training_flow",
     "monitoring": "flows/monitoring.py:monitoring_flow",
+    "monitoring-predictions": "flows/monitoring.py:monitoring_flow",  # the same flow on the prediction log
     "scoring": "flows/scoring.py:scoring_flow",
 }
 PULL_STEP = "prefect.deployments.steps.set_working_directory"
@@ -69,8 +71,15 @@ def test_schedules_parse_as_cron(deployments):
             assert schedule.cron == s["cron"]
             crons.setdefault(name, []).append(s["cron"])
     assert crons["monitoring"] == ["0 6 * * *"]  # daily at 06:00
+    assert crons["monitoring-predictions"] == ["15 * * * *"]  # hourly: the served rows since the last period
     assert crons["training"] == ["0 3 * * 1"]  # Mondays at 03:00 (and on demand)
     assert "scoring" not in crons  # on demand only
+
+
+def test_the_scheduled_prediction_log_monitoring_reads_the_log(deployments):
+    from driftloop.loop import PREDICTIONS_SPEC
+
+    assert deployments["monitoring-predictions"]["parameters"]["batch"] == PREDICTIONS_SPEC
 
 
 def test_shared_definitions_pool_and_pull_step(spec, deployments):

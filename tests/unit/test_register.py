@@ -180,3 +180,34 @@ def test_interval_brackets_the_point_and_is_deterministic():
     assert other[0] == point and other[1:] != (lo, hi)
     # identical models: exactly no improvement on every resample
     assert bootstrap_improvement("binary", "roc_auc", y, new, new.copy(), seed=42, **kwargs) == (0.0, 0.0, 0.0)
+
+
+# --------------------------------------------------------------------------- the problem a model solves
+def test_problem_mismatch_names_every_difference():
+    from driftloop.register import problem_mismatch
+
+    credit = {"target": "default", "task": "binary", "classes": ["0", "1"]}
+    assert problem_mismatch(credit, dict(credit)) is None
+    assert problem_mismatch(credit, {**credit, "classes": ["1", "0"]}) == "positive class '1' vs '0'"
+    churn = {"target": "churn", "task": "binary", "classes": ["no", "yes"]}
+    assert problem_mismatch(credit, churn) == "target 'default' vs 'churn'; classes ['0', '1'] vs ['no', 'yes']"
+    multi = {"target": "grade", "task": "multiclass", "classes": ["A", "B", "C"]}
+    assert problem_mismatch(multi, {**multi, "classes": ["C", "B", "A"]}) is None  # order is no difference
+    assert problem_mismatch(multi, {**multi, "classes": ["A", "B", "C", "D"]}).startswith("classes")
+    assert problem_mismatch(multi, {**multi, "task": "regression", "classes": []}) == "task multiclass vs regression"
+
+
+def test_check_same_problem_raises_a_registry_error_naming_the_way_out():
+    from types import SimpleNamespace
+
+    from driftloop.errors import RegistryError
+    from driftloop.model import TargetEncoder
+    from driftloop.register import check_same_problem
+
+    new = SimpleNamespace(target="churn", task="binary", encoder=TargetEncoder("binary", ["no", "yes"]))
+    mv = SimpleNamespace(version="3", tags={})
+    check_same_problem("shop", None, None, new)  # no champion: nothing to compare
+    check_same_problem("shop", mv, None, new)  # unknown problem: the gate's not_comparable path decides
+    check_same_problem("shop", mv, {"target": "churn", "task": "binary", "classes": ["no", "yes"]}, new)
+    with pytest.raises(RegistryError, match=r"version 3\): target 'default' vs 'churn'.*'shop-churn'"):
+        check_same_problem("shop", mv, {"target": "default", "task": "binary", "classes": ["no", "yes"]}, new)

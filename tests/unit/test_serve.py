@@ -134,6 +134,51 @@ def test_missing_values_are_allowed_as_the_model_handles_them(served, app):
     _close(r.json()["predictions"], _expected(served, 1, raw))
 
 
+def test_the_request_fast_path_scores_exactly_as_the_dataframe_path(served):
+    """``Preprocessor.matrix`` (plain values straight into LightGBM's matrix) gives the bits ``predict_frame`` gives
+    on the same rows as a DataFrame; values whose reading depends on pandas' inference take the DataFrame path."""
+    from driftloop.contract import Columns
+    from driftloop.serve.app import predict_rows
+
+    model = served["models"][0]
+    assert model.booster.pandas_categorical == list(model.preprocessor.categories.values())
+    recs = _records(served["rows"].head(30))
+    recs[0].update(state="Atlantis", annual_income=None, application_date=None)  # unseen, missing
+    recs[1].update(has_cosigner="false", employment_type=None)  # boolean as text
+    recs[2].update(loan_term_months=36.0)  # a float in an int column
+    for data in (recs, [dict(recs[3], annual_income="52000", age=True)]):  # the second: text, a boolean as numbers
+        cols = Columns(list(data[0]), {k: [r.get(k) for r in data] for k in data[0]}, len(data))
+        fast = model.preprocessor.matrix(cols.data, len(cols))
+        assert (fast is None) == (data is not recs), "plain values take the fast path, text numbers do not"
+        got = predict_rows(model, cols, 1)
+        want = model.predict_frame(pd.DataFrame.from_records(data))
+        assert list(got) == list(want.columns)
+        for c in want.columns:
+            np.testing.assert_array_equal(got[c], want[c].to_numpy(), err_msg=c)
+
+
+def test_a_linear_champion_is_served_through_the_dataframe_path(served):
+    """The algorithm selection can register a linear model (``driftloop.linear``), which reads its features by
+    name: the request path gives it the DataFrame, and the predictions are those of ``predict_frame``."""
+    import dataclasses
+
+    from driftloop.contract import Columns
+    from driftloop.linear import LinearModel
+    from driftloop.serve.app import predict_rows
+
+    base = served["models"][0]
+    raw = served["rows"]
+    y = (base.predict_scores(raw) > 0.5).astype(int)  # any labels: the point is the path, not the fit
+    linear = LinearModel("binary", seed=0, strength=1.0).fit(base.features(raw), y)
+    model = dataclasses.replace(base, booster=linear, algorithm="linear", best_iteration=None)
+    recs = _records(raw.head(10))
+    cols = Columns(list(recs[0]), {k: [r.get(k) for r in recs] for k in recs[0]}, len(recs))
+    got = predict_rows(model, cols, 1)
+    want = model.predict_frame(pd.DataFrame.from_records(recs))
+    for c in want.columns:
+        np.testing.assert_array_equal(got[c], want[c].to_numpy(), err_msg=c)
+
+
 # --------------------------------------------------------------------------- bad input: 4xx, nothing logged
 def _raw(body, ctype: str = "application/json") -> dict:
     return {"content": body, "headers": {"content-type": ctype}}
@@ -374,3 +419,41 @@ def test_monitoring_reads_each_served_period_once_with_its_labels(served, app):
     with pytest.raises(DataError, match="no rows served"):
         loop.monitor_prediction_log(p, client=served["client"], until=datetime.now(UTC))
     assert predlog.read_watermark(p.serve.log_dir) == second
+
+
+def test_a_row_flushed_after_its_period_was_read_comes_with_the_next_period_once(served, tmp_path):
+    """Periods are read by ``served_at``; a flush that lands after its period was read (a slow writer, a second
+    server) is not skipped: its rows come with the next period, and no row comes twice."""
+    from datetime import timedelta
+
+    from driftloop.contract import Columns
+
+    p, model = served["p"], served["models"][0]
+    log_dir = tmp_path / "log"
+    params = p.model_copy(update={"serve": p.serve.model_copy(update={"log_dir": str(log_dir)})})
+    rows = served["rows"].head(3)
+    outputs = model.outputs(model.predict_scores(rows))
+
+    def entry(rid: str, at: datetime) -> predlog.Entry:
+        return predlog.Entry(Columns.from_frame(rows), outputs, model.contract(), "driftloop", "1", rid, at)
+
+    log = predlog.PredictionLog(log_dir, flush_rows=10**6, flush_s=60, max_buffered_rows=10**6)
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    log.append(entry("a", t0))
+    log.flush()
+    log.append(entry("late", t0 + timedelta(minutes=1)))  # served in the first period, written after it was read
+    since, first, batch, files = predlog.read_period(params, until=t0 + timedelta(minutes=2))
+    assert since is None and len(batch) == 3
+    predlog.write_watermark(log_dir, first, "period-1", files)
+    log.flush()
+    log.append(entry("b", t0 + timedelta(minutes=3)))
+    log.append(entry("after", t0 + timedelta(minutes=5)))  # beyond the second period: the third one's
+    log.flush()
+    since, second, batch, files = predlog.read_period(params, until=t0 + timedelta(minutes=4))
+    assert since == first and len(batch) == 6, "the late rows and the period's own"
+    predlog.write_watermark(log_dir, second, "period-2", files)
+    since, third, batch, files = predlog.read_period(params, until=t0 + timedelta(minutes=6))
+    assert since == second and len(batch) == 3, "only the rows served after the second period"
+    predlog.write_watermark(log_dir, third, "period-3", files)
+    assert predlog.read_period(params, until=t0 + timedelta(minutes=7))[2].empty
+    assert len(predlog.read_log(log_dir)) == 12  # 3 + 3 + 3 + 3 monitored exactly once

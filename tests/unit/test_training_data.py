@@ -101,7 +101,9 @@ def test_recency_weights_reach_lightgbm(parts):
     )
     out = select(tr, va, p)
     plain = train(tr, va, p, "binary", lgb).model
-    weighted = train(out.train, out.valid, p, "binary", lgb, (out.train_weight, out.valid_weight)).model
+    weighted = train(
+        out.train, out.valid, p, "binary", lgb, weight=out.train_weight, valid_weight=out.valid_weight
+    ).model
     assert plain.booster.model_to_string() != weighted.booster.model_to_string()
     from sklearn.metrics import roc_auc_score
 
@@ -173,7 +175,7 @@ def test_select_applies_the_coreset_and_lightgbm_fits_it(big):
     assert len(out.valid) == max(1000, round(len(big["valid"]) * 2000 / len(big["train"]))) < len(big["valid"])
     assert out.info["rows_before_coreset"] == len(big["train"]) and out.valid_weight is None
     lgb = {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 0}
-    model = train(out.train, out.valid, p, "binary", lgb, (out.train_weight, None)).model
+    model = train(out.train, out.valid, p, "binary", lgb, weight=out.train_weight).model
     y = model.encoder.encode(big["test"]["default"])
     assert metric_value("binary", "roc_auc", y, model.predict_scores(big["test"])) > 0.7
     # below the size, nothing changes

@@ -6,9 +6,11 @@ need, day/month orders that cannot be read safely in a date column (``validate.o
 Warnings go to ``reports/validation.json`` (and MLflow): infinite or huge (|x| >= 1e300) feature
 values (made missing, per column with counts), duplicated rows (counted once ID-like columns are
 set aside; kept or dropped by ``validate.on_duplicate_rows``), constant and all-missing columns
-(dropped), ID-like columns (dropped), leakage suspects (a single feature that alone predicts the
-target almost perfectly; every suspect is named at once with its score; error, warning or drop by
-``validate.on_leakage``).
+(dropped), ID-like columns (dropped), leakage suspects (a feature that alone, or a pair of numeric
+features (with their difference, sum, product, ratio; or such a pair and one more column) that together
+predicts the target almost perfectly;
+``driftloop.data.leakage``; every suspect is named at once with its score; error, warning or drop by
+``validate.on_leakage``), the positive class and a rare class (``validate.min_class_share``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from driftloop.config import Params
+from driftloop.data.leakage import combination_scores, single_feature_scores
 from driftloop.errors import DataError
 from driftloop.faults import register_point
 
@@ -30,12 +33,6 @@ BEFORE_REPORT = register_point(
 )
 
 MAX_CLASSES = 50
-# the leakage check: cross-validation folds, tree depth, rows a leaf (and a category) needs, histogram bins
-LEAKAGE_FOLDS = 3
-LEAKAGE_TREE_DEPTH = 6
-LEAKAGE_MIN_LEAF = 5
-LEAKAGE_MAX_BIN = 1023  # fine bins: a narrow gap between classes keeps a bin boundary of its own
-LEAKAGE_MAX_CATEGORIES = 1000
 HUGE = 1e300  # |x| at or above this is treated as missing: no model or scaler computes with it
 DATE_SAMPLE = 200_000  # distinct values of a date column examined for its format
 
@@ -57,6 +54,10 @@ class ValidationReport:
     columns: int
     warnings: list[Issue] = field(default_factory=list)
     dropped_columns: list[str] = field(default_factory=list)
+    class_shares: dict[str, float] | None = None  # classification: each label's share of the rows
+    positive_class: str | None = None  # binary: the event label (base.positive_class, else the minority label)
+    positive_rule: str | None = None  # base.positive_class | minority | sorted_last (labels near balance)
+    notes: list[str] = field(default_factory=list)  # facts worth stating that are not warnings
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -86,7 +87,7 @@ def required_rows_per_class(params: Params) -> int:
     s = params.split
     train_share = max(1.0 - s.test_size - s.valid_size, 0.05)
     smallest_share = min(s.test_size, s.valid_size, train_share)
-    folds = max(params.tune.cv_folds, 2)
+    folds = max(params.tune.max_cv_folds, 2)
     return max(math.ceil(folds / train_share), math.ceil(2 / smallest_share))
 
 
@@ -158,6 +159,43 @@ def check_contract(df: pd.DataFrame, params: Params, *, source: str) -> str:
     return task
 
 
+def class_balance(y: pd.Series, task: str, params: Params, report: ValidationReport) -> list[Issue]:
+    """Fill the report's class shares and positive class; warn when the smallest class is rare.
+
+    Binary: the positive class is ``base.positive_class``, else the minority label (the last in sorted
+    order when the labels are near balance), the rule ``TargetEncoder.fit`` applies to the training split.
+    A class under ``validate.min_class_share`` of the rows is a warning naming it and its share.
+    """
+    if task == "regression":
+        return []
+    from driftloop.model import TargetEncoder
+
+    shares = y.astype(str).value_counts(normalize=True).sort_index()
+    report.class_shares = {str(k): round(float(v), 6) for k, v in shares.items()}
+    issues = []
+    if task == "binary":
+        enc = TargetEncoder.fit(y, task, params.base.positive_class)
+        report.positive_class, report.positive_rule = str(enc.positive_class), enc.positive_rule
+        report.notes.append(enc.describe_positive(y))
+    smallest, share = str(shares.idxmin()), float(shares.min())
+    threshold = params.validate_params.min_class_share
+    if share < threshold:
+        n = int(round(share * len(y)))
+        issues.append(
+            Issue(
+                "class_imbalance",
+                f"target '{params.base.target}': class {smallest!r} is {share:.2%} of the rows ({n} rows) < "
+                f"validate.min_class_share={threshold}: imbalanced. Judge by PR AUC (register.metric: pr_auc), "
+                "choose the decision threshold for the cost of errors (train.threshold_metric), and make sure "
+                "the test split holds register.min_test_events of them",
+                params.base.target,
+                count=n,
+                score=share,
+            )
+        )
+    return issues
+
+
 def _format_schema_errors(exc, source: str, target: str, n_rows: int) -> str:
     fc = exc.failure_cases
     lines = [f"{source}: the data contract failed ({n_rows} rows):"]
@@ -179,112 +217,6 @@ def _format_schema_errors(exc, source: str, target: str, n_rows: int) -> str:
         if msg:
             lines.append(f"    -> {msg}")
     return "\n".join(dict.fromkeys(lines))
-
-
-def _held_out_score(task: str, y: np.ndarray, pred: np.ndarray) -> float:
-    """The score of held-out predictions: ROC AUC / accuracy / R^2 (NaN when ``y`` is constant).
-
-    binary: ``pred`` is a score, AUC by the rank formula (ties count half; sklearn's ``roc_auc_score``
-    is ten times slower on these sizes); multiclass: ``pred`` is a class index.
-    """
-    if task == "binary":
-        rank, pos = pd.Series(pred).rank().to_numpy(), y == 1
-        n_pos = pos.sum()
-        return float((rank[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
-    if task == "multiclass":
-        return float((pred == y).mean())
-    sst = float(((y - y.mean()) ** 2).sum())
-    return 1.0 - float(((y - pred) ** 2).sum()) / sst if sst > 0 else float("nan")
-
-
-def _group_prediction(task: str, g_tr: np.ndarray, y_tr: np.ndarray, g_te: np.ndarray, m: int, k: int) -> np.ndarray:
-    """Predict each held-out row's group (category) training statistic: the majority class, else the mean.
-
-    Groups without training rows predict the prior.
-    """
-    count = np.bincount(g_tr, minlength=m)
-    if task == "multiclass":
-        table = np.bincount(g_tr * k + y_tr, minlength=m * k).reshape(m, k)
-        pred = np.where(count > 0, table.argmax(axis=1), np.bincount(y_tr, minlength=k).argmax())
-    else:
-        pred = np.where(count > 0, np.bincount(g_tr, weights=y_tr, minlength=m) / np.maximum(count, 1), y_tr.mean())
-    return pred[g_te]
-
-
-def _single_feature_scores(df: pd.DataFrame, y: pd.Series, task: str, params: Params) -> dict[str, float]:
-    """Cross-validated score of each feature alone (AUC / accuracy / R^2), on a seeded sample.
-
-    Numeric (and boolean) features: one LightGBM tree (depth 6, min 5 rows a leaf, 1023 bins; missing
-    values go to whichever side of each split fits them best). Categorical features: each category's
-    training statistic (categories with fewer than 5 rows pooled, at most ``LEAKAGE_MAX_CATEGORIES``;
-    missing its own group), so a high-cardinality code that maps to the target is caught whatever the
-    order of its labels. 3 folds, stratified by class.
-    """
-    import lightgbm as lgb
-
-    n = min(len(df), params.validate_params.leakage_sample_rows)
-    sample = df.sample(n=n, random_state=params.base.seed) if n < len(df) else df
-    ys = y.loc[sample.index]
-    rng = np.random.default_rng(params.base.seed)
-    if task == "regression":
-        yv, k = ys.to_numpy(dtype="float64"), 1
-        order = rng.permutation(n)
-    else:
-        yv, classes = pd.factorize(ys.astype(str), sort=True)
-        k = len(classes)
-        if np.bincount(yv, minlength=k).min() < LEAKAGE_FOLDS:
-            return {}
-        order = np.lexsort((rng.random(n), yv))  # by class, shuffled within: stratified folds
-    fold = np.empty(n, dtype=np.int64)
-    fold[order] = np.arange(n) % LEAKAGE_FOLDS
-    tree = {  # one tree at learning rate 1: each leaf predicts its rows' positive rate / class shares / mean
-        "objective": task,  # binary | multiclass | regression
-        "num_class": k if task == "multiclass" else 1,
-        "learning_rate": 1.0,
-        "num_leaves": 2**LEAKAGE_TREE_DEPTH,
-        "max_depth": LEAKAGE_TREE_DEPTH,
-        "min_data_in_leaf": LEAKAGE_MIN_LEAF,
-        "max_bin": LEAKAGE_MAX_BIN,
-        "num_threads": 1,
-        "deterministic": True,
-        "seed": params.base.seed,
-        "verbosity": -1,
-    }
-    categorical = set(params.validate_params.categorical_columns)
-    scores = {}
-    for col in sample.columns:
-        s = sample[col]
-        if pd.api.types.is_datetime64_any_dtype(s):
-            continue
-        numeric = (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)) and col not in categorical
-        if numeric:
-            x = s.to_numpy(dtype="float64", na_value=np.nan)[:, None]
-        else:
-            codes, uniques = pd.factorize(s)
-            counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-            keep = np.argsort(-counts, kind="stable")[:LEAKAGE_MAX_CATEGORIES]
-            keep = keep[counts[keep] >= LEAKAGE_MIN_LEAF]
-            m = len(keep) + 2
-            remap = np.full(len(uniques) + 1, m - 2)  # rare categories: one pooled group
-            remap[keep] = np.arange(len(keep))
-            remap[-1] = m - 1  # missing (code -1)
-            groups = remap[codes]
-        fold_scores = []
-        for f in range(LEAKAGE_FOLDS):
-            test = fold == f
-            if numeric:
-                # keep_training_booster skips a needless model-to-string round trip
-                booster = lgb.train(
-                    tree, lgb.Dataset(x[~test], yv[~test]), num_boost_round=1, keep_training_booster=True
-                )
-                pred = booster.predict(x[test], num_threads=1)
-                pred = pred.argmax(axis=1) if task == "multiclass" else pred
-            else:
-                pred = _group_prediction(task, groups[~test], yv[~test], groups[test], m, k)
-            fold_scores.append(_held_out_score(task, yv[test], pred))
-        if np.all(np.isfinite(fold_scores)):
-            scores[col] = float(np.mean(fold_scores))
-    return scores
 
 
 def non_finite_to_missing(df: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, list[Issue]]:
@@ -385,6 +317,7 @@ def validate(df: pd.DataFrame, params: Params, *, source: str) -> tuple[pd.DataF
     vp = params.validate_params
     target = params.base.target
     report = ValidationReport(task=task, rows=len(df), columns=df.shape[1])
+    report.warnings += class_balance(df[target], task, params, report)
 
     def drop(col: str, check: str, message: str, score: float | None = None) -> None:
         if col not in report.dropped_columns:
@@ -454,24 +387,37 @@ def validate(df: pd.DataFrame, params: Params, *, source: str) -> tuple[pd.DataF
             )
 
     features = [c for c in df.columns if c != target and c not in report.dropped_columns and c not in keep_for_split]
-    scores = _single_feature_scores(df[features], df[target], task, params) if features else {}
-    suspects = sorted(((s, c) for c, s in scores.items() if s >= vp.leakage_threshold), key=lambda sc: -sc[0])
-    if suspects and vp.on_leakage == "error":
-        named = ", ".join(f"'{c}' ({s:.4f})" for s, c in suspects)
-        raise DataError(
-            f"{source}: {len(suspects)} column(s) alone predict the target (cross-validated score >= "
-            f"validate.leakage_threshold={vp.leakage_threshold}): {named}: likely leakage. Add them to "
-            "validate.ignore_columns, or set validate.on_leakage."
-        )
-    for score, col in suspects:
+    scores = single_feature_scores(df[features], df[target], task, params) if features else {}
+    threshold = f"validate.leakage_threshold={vp.leakage_threshold}"
+    found: list[tuple[tuple[str, ...], float, str]] = []  # (columns, score, message) of every suspect
+    for col, score in sorted(scores.items(), key=lambda cs: -cs[1]):
+        if score >= vp.leakage_threshold:
+            msg = f"column '{col}' alone predicts the target (cross-validated score {score:.4f} >= {threshold})"
+            found.append(((col,), score, msg))
+    single = {cols[0] for cols, _, _ in found}
+    rest = [c for c in features if c not in single]
+    for score, cols in combination_scores(df[rest], df[target], task, params, scores) if len(rest) > 1 else []:
+        named = ", ".join(f"'{c}'" for c in cols[:-1]) + f" and '{cols[-1]}'"
+        alone = ", ".join(f"{scores.get(c, float('nan')):.4f}" for c in cols)
         msg = (
-            f"column '{col}' alone predicts the target (cross-validated score {score:.4f} >= "
-            f"validate.leakage_threshold={vp.leakage_threshold}): likely leakage"
+            f"columns {named} together (with the pair's difference, sum, product, ratio) predict the target "
+            f"(cross-validated score {score:.4f} >= {threshold}; alone {alone})"
         )
-        if vp.on_leakage == "drop":
-            drop(col, "leakage", msg, score)
-        else:
-            report.warnings.append(Issue("leakage", msg, col, score=score))
+        found.append((cols, score, msg))
+    if found and vp.on_leakage == "error":
+        named = "; ".join(msg for _, _, msg in found)
+        columns = list(dict.fromkeys(c for cols, _, _ in found for c in cols))
+        raise DataError(
+            f"{source}: {len(found)} leakage suspect(s): {named}. Likely leakage: add {columns} to "
+            "validate.ignore_columns (or drop the column a target was computed from), or set validate.on_leakage."
+        )
+    for cols, score, msg in found:
+        msg += ": likely leakage"
+        for col in cols:
+            if vp.on_leakage == "drop":
+                drop(col, "leakage", msg, score)
+            else:
+                report.warnings.append(Issue("leakage", msg, col, score=score))
 
     clean = df.drop(columns=report.dropped_columns)
     # duplicates among the rows as they go on, ID-like and dropped columns set aside (an ID hides them)

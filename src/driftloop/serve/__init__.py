@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
@@ -64,6 +65,10 @@ def run(
     where = f"log -> {cfg.log_dir}" if log is not None else "prediction log off"
     echo(f"serve: {served.name} v{served.version} @{holder.alias} on http://{host}:{port} ({auth}; {where})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the imports and the loaded model never become garbage: out of the collector's sight, a full collection
+    # (triggered by what requests and the log buffer allocate) does not walk them again and again
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         app,
         host=host,

@@ -17,11 +17,13 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from driftloop.contract import Columns
 from driftloop.errors import DataError
 
 _log = logging.getLogger("driftloop.serve")
@@ -34,15 +36,16 @@ WATERMARK_FILE = "_monitored.json"
 
 @dataclass(frozen=True)
 class Entry:
-    """One scored request, as the request handed it over; turned into log rows on the writer thread."""
+    """One scored request, as the request handed it over (no conversion on the request path); turned into log rows
+    on the writer thread."""
 
-    rows: pd.DataFrame  # the raw rows (they passed the contract)
-    predictions: pd.DataFrame
+    rows: Columns  # the raw rows (they passed the contract)
+    predictions: dict[str, np.ndarray]  # DriftloopModel.outputs
     contract: dict
     model_name: str
     model_version: str
     request_id: str
-    served_at: pd.Timestamp  # UTC
+    served_at: datetime  # UTC
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -52,6 +55,7 @@ def to_frame(entries: list[Entry]) -> pd.DataFrame:
     """Log rows of many requests: the requests of one version are converted together (one ``typed_frame`` per
     run of entries, not one per request, so the writer thread holds the GIL briefly)."""
     from driftloop.contract import typed_frame
+    from driftloop.monitor import _norm_value
 
     frames = []
     i = 0
@@ -60,23 +64,24 @@ def to_frame(entries: list[Entry]) -> pd.DataFrame:
         while j < len(entries) and entries[j].contract is entries[i].contract:
             j += 1
         group = entries[i:j]
-        rows = pd.concat([e.rows for e in group], ignore_index=True) if len(group) > 1 else group[0].rows
-        rows = rows.reset_index(drop=True)
-        out = typed_frame(group[0].contract, rows)
-        for col in group[0].contract.get("ignored") or []:  # ids travel with their predictions (the labels' key)
-            if col in rows.columns:
-                out[col] = rows[col].map(lambda v: None if pd.isna(v) else str(v)).astype("string")
-        preds = pd.concat([e.predictions for e in group], ignore_index=True)
-        for col in preds.columns:
-            out[col] = preds[col].to_numpy()
+        contract = group[0].contract
+        ids = [c for c in contract.get("ignored") or [] if any(c in e.rows.data for e in group)]
+        names = [*contract["columns"], *ids]
+        data = {c: list(chain.from_iterable(e.rows.data.get(c) or [None] * len(e) for e in group)) for c in names}
         sizes = [len(e) for e in group]
-        out["model_name"] = np.repeat([e.model_name for e in group], sizes)
-        out["model_version"] = np.repeat([e.model_version for e in group], sizes)
-        out["request_id"] = np.repeat([e.request_id for e in group], sizes)
-        out["row"] = np.concatenate([np.arange(n) for n in sizes])
+        typed = typed_frame(contract, Columns(names, data, sum(sizes)))
+        extra: dict[str, object] = {}
+        for col in ids:  # ids travel with their predictions (the labels' key)
+            extra[col] = pd.array([_norm_value(v) for v in data[col]], dtype="string")  # 7, 7.0, "7": "7"
+        for col in group[0].predictions:
+            extra[col] = np.concatenate([e.predictions[col] for e in group])
+        extra["model_name"] = np.repeat([e.model_name for e in group], sizes)
+        extra["model_version"] = np.repeat([e.model_version for e in group], sizes)
+        extra["request_id"] = np.repeat([e.request_id for e in group], sizes)
+        extra["row"] = np.concatenate([np.arange(n) for n in sizes])
         served = pd.DatetimeIndex([e.served_at for e in group]).tz_convert("UTC").tz_localize(None)
-        out[SERVED_AT] = np.repeat(served.to_numpy(), sizes)
-        frames.append(out)
+        extra[SERVED_AT] = np.repeat(served.to_numpy(), sizes)
+        frames.append(pd.concat([typed, pd.DataFrame(extra, index=typed.index)], axis=1))
         i = j
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
@@ -150,6 +155,13 @@ class PredictionLog:
         return written
 
     def start(self) -> None:
+        # what the first flush needs, imported now: an import holds the GIL, so at the first flush it would stall
+        # every request in flight for as long as pyarrow takes to import
+        import pyarrow.parquet  # noqa: F401
+
+        from driftloop import io  # noqa: F401
+        from driftloop.contract import typed_frame  # noqa: F401
+
         def loop() -> None:
             while not self._stop.is_set():
                 self._wake.wait(self.flush_s)
@@ -266,36 +278,88 @@ def join_labels(directory: str | Path, frame: pd.DataFrame, target: str, classes
     return out
 
 
-def read_watermark(directory: str | Path) -> datetime | None:
+def _watermark(directory: str | Path) -> dict:
     path = Path(directory) / WATERMARK_FILE
     if not path.exists():
-        return None
+        return {}
     try:
-        return datetime.fromisoformat(json.loads(path.read_text(encoding="utf-8"))["until"])
-    except (ValueError, KeyError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["until"] = datetime.fromisoformat(data["until"])
+        return data
+    except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: unreadable watermark ({exc}); delete it to monitor the whole log") from None
 
 
-def write_watermark(directory: str | Path, until: datetime, batch_id: str) -> None:
+def read_watermark(directory: str | Path) -> datetime | None:
+    """The end of the last monitored period (None before the first)."""
+    return _watermark(directory).get("until")
+
+
+def write_watermark(directory: str | Path, until: datetime, batch_id: str, files: list[str] | None = None) -> None:
+    """Record a monitored period: its end and the log files read for it (``files``: see :func:`read_period`)."""
     from driftloop.io import write_bytes_atomic
 
-    data = {"until": until.isoformat(), "batch_id": batch_id, "written_at": datetime.now(UTC).isoformat()}
+    data = {
+        "until": until.isoformat(),
+        "batch_id": batch_id,
+        "written_at": datetime.now(UTC).isoformat(),
+        "files": sorted(files or []),
+    }
     write_bytes_atomic(json.dumps(data).encode(), Path(directory) / WATERMARK_FILE)
 
 
-def read_period(params, until: datetime | None = None) -> tuple[datetime | None, datetime, pd.DataFrame]:
-    """The rows served after the watermark up to ``until`` (default: now minus twice the flush interval and a
-    second, so every row served before ``until`` has been written), as a monitoring batch: the model's input
-    columns, ids and the labels joined so far (predictions and request metadata dropped)."""
+def _day(ts: datetime) -> str:
+    t = pd.Timestamp(ts)
+    return (t.tz_convert("UTC") if t.tzinfo is not None else t).strftime("%Y-%m-%d")
+
+
+def read_rows(
+    directory: str | Path, since: datetime | None, until: datetime, seen: set[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of a monitoring period, each row of the log in exactly one period: rows served in ``(since, until]``,
+    plus rows served at or before ``since`` that are in a file no earlier period read (a flush that landed after
+    that period was read: late, never skipped). Files of the day before ``since`` and later are considered.
+    Returns the rows (oldest first) and the files to remember for the next period (those of the day before
+    ``until`` and later: the next period considers no older file)."""
+    from datetime import timedelta
+
+    directory = Path(directory)
+    floor = None if since is None else since - timedelta(days=1)
+    files = _files(directory, floor, until)
+    lo, hi = _naive_utc(since), _naive_utc(until)
+    frames = []
+    for f in files:
+        frame = pd.read_parquet(f)
+        served = frame[SERVED_AT]
+        served = served.dt.tz_convert("UTC").dt.tz_localize(None) if served.dt.tz is not None else served
+        keep = served <= hi
+        if lo is not None:
+            late = f.relative_to(directory).as_posix() not in seen
+            keep &= (served > lo) | late
+        frames.append(frame[keep])
+    keep_from = _day(until - timedelta(days=1))
+    remember = [f.relative_to(directory).as_posix() for f in files if f.parent.name.removeprefix("date=") >= keep_from]
+    if not frames:
+        return pd.DataFrame(), remember
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.sort_values([SERVED_AT, "request_id", "row"], kind="stable").reset_index(drop=True), remember
+
+
+def read_period(params, until: datetime | None = None) -> tuple[datetime | None, datetime, pd.DataFrame, list[str]]:
+    """The next monitoring batch of the log: the rows served after the watermark up to ``until`` (default: now minus
+    twice the flush interval and a second, so rows served before ``until`` are normally written by then; a later
+    flush is picked up by the next period, see :func:`read_rows`), as the model's input columns, ids and the labels
+    joined so far (predictions and request metadata dropped). Also returns the files for :func:`write_watermark`."""
     from datetime import timedelta
 
     cfg = params.serve
-    since = read_watermark(cfg.log_dir)
+    mark = _watermark(cfg.log_dir)
+    since = mark.get("until")
     until = until or datetime.now(UTC) - timedelta(seconds=2 * cfg.log_flush_s + 1)
-    frame = read_log(cfg.log_dir, since, until)
+    frame, files = read_rows(cfg.log_dir, since, until, set(mark.get("files") or []))
     if frame.empty:
-        return since, until, frame
+        return since, until, frame, files
     meta = [c for c in frame.columns if c in META_COLUMNS or c == "prediction" or str(c).startswith("proba_")]
     classes = sorted(pd.unique(frame["prediction"].dropna()).tolist(), key=str) if "prediction" in frame else []
     batch = join_labels(cfg.log_dir, frame.drop(columns=meta), params.base.target, classes)
-    return since, until, batch
+    return since, until, batch, files

@@ -1,5 +1,6 @@
-"""Request bodies → a DataFrame of raw rows: MLflow's scoring formats (``dataframe_records``, ``dataframe_split``,
-``inputs``, ``instances``, ``text/csv``) and a bare JSON list of records.
+"""Request bodies → the raw rows as columns of plain values (:class:`driftloop.contract.Columns`, no pandas object
+per column; JSON read by orjson): MLflow's scoring formats (``dataframe_records``, ``dataframe_split``, ``inputs``,
+``instances``, ``text/csv``) and a bare JSON list of records.
 
 Errors are :class:`BadRequest` with an HTTP status and a message that never quotes the body.
 """
@@ -10,7 +11,10 @@ import io
 import json
 from typing import Any
 
+import orjson
 import pandas as pd
+
+from driftloop.contract import Columns
 
 JSON_TYPES = ("application/json",)
 CSV_TYPES = ("text/csv",)
@@ -30,49 +34,65 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def _records(rows: Any, what: str) -> pd.DataFrame:
+def _records(rows: Any, what: str) -> Columns:
     if not isinstance(rows, list):
         raise BadRequest(400, "malformed_body", f"{what} must be a list of row objects")
+    names: dict[str, None] = {}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise BadRequest(400, "malformed_body", f"{what}: row {i} is not an object of column -> value", row=i)
-    return pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+        if len(row) != len(names) or any(k not in names for k in row):  # the union of keys, in order of appearance
+            names.update(dict.fromkeys(row))
+    return Columns(list(names), {k: [row.get(k) for row in rows] for k in names}, len(rows))
 
 
-def _columns(data: dict, what: str) -> pd.DataFrame:
+def _columns(data: dict, what: str) -> Columns:
     lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
     if -1 in lengths and len(lengths) == 1:  # {"col": value, ...}: one row
-        return pd.DataFrame([data])
+        return Columns(list(data), {k: [v] for k, v in data.items()}, 1)
     if -1 in lengths or len(lengths) > 1:
         raise BadRequest(400, "malformed_body", f"{what}: every column must be a list of the same length")
-    return pd.DataFrame(data)
+    return Columns(list(data), dict(data), lengths.pop() if lengths else 0)
 
 
-def _split(body: Any) -> pd.DataFrame:
+def _split(body: Any) -> Columns:
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("columns"), list)
         or not isinstance(body.get("data"), list)
     ):
         raise BadRequest(400, "malformed_body", "dataframe_split must be an object with 'columns' and 'data' lists")
-    columns = body["columns"]
-    for i, row in enumerate(body["data"]):
-        if not isinstance(row, list) or len(row) != len(columns):
+    names = [str(c) for c in body["columns"]]
+    rows = body["data"]
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(names):
             raise BadRequest(
-                400, "malformed_body", f"dataframe_split: row {i} does not have {len(columns)} values", row=i
+                400, "malformed_body", f"dataframe_split: row {i} does not have {len(names)} values", row=i
             )
-    return pd.DataFrame(body["data"], columns=[str(c) for c in columns])
+    data: dict[str, list] = {}
+    for j, name in enumerate(names):
+        if name not in data:  # a repeated name is a contract problem (duplicated column), reported by enforce
+            data[name] = [row[j] for row in rows]
+    return Columns(names, data, len(rows))
 
 
-def parse_json(body: bytes) -> pd.DataFrame:
+def _loads(body: bytes) -> Any:
     try:
-        payload = json.loads(body)  # NaN / Infinity tokens are accepted: missing / infinite values
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # NaN / Infinity tokens (Python's json writes them) or an error: the standard parser decides
+    try:
+        return json.loads(body)  # NaN / Infinity tokens are accepted: missing / infinite values
     except UnicodeDecodeError:
         raise BadRequest(400, "malformed_body", "the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(
             400, "malformed_body", f"the body is not valid JSON ({exc.msg} at character {exc.pos})"
         ) from None
+
+
+def parse_json(body: bytes) -> Columns:
+    payload = _loads(body)
     if isinstance(payload, list):
         return _records(payload, "the body")
     if not isinstance(payload, dict):
@@ -91,26 +111,23 @@ def parse_json(body: bytes) -> pd.DataFrame:
     return _records(data, key)
 
 
-def parse_csv(body: bytes) -> pd.DataFrame:
+def parse_csv(body: bytes) -> Columns:
     try:
-        return pd.read_csv(io.BytesIO(body))
+        return Columns.from_frame(pd.read_csv(io.BytesIO(body)))
     except pd.errors.EmptyDataError:
-        return pd.DataFrame()
+        return Columns([], {}, 0)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(400, "malformed_body", f"the body is not readable CSV ({type(exc).__name__})") from None
 
 
-def parse(body: bytes, content_type: str | None) -> pd.DataFrame:
+def parse(body: bytes, content_type: str | None) -> Columns:
     kind = media_type(content_type)
     if not body.strip():
         raise BadRequest(400, "empty_body", "the request body is empty")
     if kind in JSON_TYPES:
-        frame = parse_json(body)
-    elif kind in CSV_TYPES:
-        frame = parse_csv(body)
-    else:
-        raise BadRequest(
-            415, "unsupported_media_type", "send application/json (MLflow's formats) or text/csv (a header row)"
-        )
-    frame.columns = [str(c) for c in frame.columns]
-    return frame
+        return parse_json(body)
+    if kind in CSV_TYPES:
+        return parse_csv(body)
+    raise BadRequest(
+        415, "unsupported_media_type", "send application/json (MLflow's formats) or text/csv (a header row)"
+    )

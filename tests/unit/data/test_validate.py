@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from driftloop.config import Params
-from driftloop.data.validate import _single_feature_scores, check_contract, infer_task, validate
+from driftloop.data.leakage import single_feature_scores as _single_feature_scores
+from driftloop.data.validate import check_contract, infer_task, validate
 from driftloop.errors import DataError
 
 N = 300
@@ -415,9 +416,9 @@ def test_every_leakage_suspect_named_at_once_with_its_score():
     with pytest.raises(DataError) as exc:
         validate(df, make_params(), source="loans.csv")
     msg = str(exc.value)
-    assert "3 column(s)" in msg
+    assert "3 leakage suspect(s)" in msg
     for col in ("outcome_code", "sub_grade", "interest_rate"):
-        assert re.search(rf"'{col}' \((0\.99\d\d|1\.0000)\)", msg), col
+        assert re.search(rf"'{col}' alone predicts the target \(cross-validated score (0\.99\d\d|1\.0000)", msg), col
     _, report = validate(df, make_params(on_leakage="warn"), source="loans.csv")
     leaks = warnings_by_check(report)["leakage"]
     assert {w.column for w in leaks} == {"outcome_code", "sub_grade", "interest_rate"}
