@@ -617,9 +617,11 @@ def _run_year(out: Path, raw: dict, base: Params, demo: DemoParams, say, t_start
                     f"demo: month {i}/{demo.months}: retrained -> v{rec.retrain['version']} "
                     f"@{rec.retrain['alias']} ({dt_retrain:.0f} s): {rec.retrain['reason']}"
                 )
-            elif loop.keep_labeled_batch(wp, res, df, ".") is not None:  # retrain.keep_labeled_batches
-                rec.labeled_kept = True
-                _commit(ws, f"labeled batch {res['batch_id']}")
+            else:  # retrain.keep_labeled_batches: the month's labels join the training data (DVC's output to the log)
+                with _output_to(log):
+                    rec.labeled_kept = loop.keep_labeled_batch(wp, res, df, ".") is not None
+                if rec.labeled_kept:
+                    _commit(ws, f"labeled batch {res['batch_id']}")
             result.months.append(rec)
         result.seconds.update(monitoring=monitor_seconds, retraining=retrain_seconds)
     return result

