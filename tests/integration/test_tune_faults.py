@@ -19,6 +19,7 @@ from conftest import BIN, run_data_stages, small_params, write_params
 
 from driftloop import pipeline, tracking
 from driftloop.config import load_params
+from driftloop.tune import LOW_COST_STARTS
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +155,9 @@ def test_workers_and_the_stage_share_a_postgres_study_exactly(project, monkeypat
         assert len(finished) == n_trials
         assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
         enqueued = [t for t in trials if "fixed_params" in t.system_attrs]
-        assert len(enqueued) == 1  # LightGBM's defaults, enqueued once although three processes started
+        # the cheap starts and LightGBM's defaults, each enqueued once although three processes started
+        assert len(enqueued) == len(LOW_COST_STARTS) + 1
+        assert len({str(sorted(t.system_attrs["fixed_params"].items())) for t in enqueued}) == len(enqueued)
         sampled = [tuple(sorted(t.params.items())) for t in trials if "fixed_params" not in t.system_attrs]
         assert len(sampled) - len(set(sampled)) <= 1
         assert study.user_attrs["driftloop.workers"] == 3  # each process took its own sampler seed
