@@ -148,6 +148,7 @@ def test_a_retrain_gets_the_smaller_budget_and_the_training_data_setting(project
     first = json.loads((project / "reports/tune.json").read_text())
     assert first["n_complete"] + first["n_pruned"] == p["tune"]["n_trials"]  # no champion yet: the full budget
     monkeypatch.chdir(project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # an earlier test in this process may set it
     params = load_params("params.yaml")
     loop.add_labeled_batch(params, "2025-02", _batch(21), ".")
     run(["driftloop", "run"], project)
