@@ -162,7 +162,8 @@ def test_time_budget_stops_the_study_and_auto_scales_with_the_data():
     assert 1 <= result.n_complete + result.n_pruned < 500 and result.timeout_seconds == 1.0
     assert result.seconds < 10  # nothing new starts after the deadline
     # a slow trial running at the deadline is stopped there (as pruned), once a trial has completed: LightGBM's
-    # defaults (fast), then learning rate 0.001 on a 12,000-row regression (its RMSE improves for thousands of rounds: ~10 s on a quiet machine, the defaults ~0.5 s)
+    # defaults (fast), then learning rate 0.001 on a 12,000-row regression (its RMSE improves for
+    # thousands of rounds: ~10 s on a quiet machine, the defaults ~0.5 s)
     slow = _params(
         n_trials=2,
         timeout_seconds=3.0,
