@@ -1,7 +1,8 @@
 """Performance without labels: calibration fitted at training time, and a confidence-based estimate (CBPE).
 
 At training time an isotonic map from the model's score to P(positive) is fitted on held-out rows (the
-validation split) and stored as JSON with the model (``DriftloopModel.calibration``: no pickle). On an unlabeled
+validation split; with ``train.refit``, out-of-fold scores of the refit procedure: ``train.refit_calibration``)
+and stored as JSON with the model (``DriftloopModel.calibration``: no pickle). On an unlabeled
 batch, every row then counts as a positive with weight ``q`` (its calibrated probability) and as a negative with
 weight ``1 - q``: the expected ROC AUC is the weighted Mann-Whitney statistic over the model's own ranking, the
 expected accuracy the mean probability of the predicted class (NannyML's CBPE does the same for a confusion
