@@ -73,6 +73,17 @@ def copy_project_files(proj: Path) -> None:
     shutil.copy(ROOT / "data" / "labeled" / "README.md", proj / "data" / "labeled" / "README.md")
 
 
+def module_workdir(tmp_path_factory, name: str) -> tuple[Path, pytest.MonkeyPatch]:
+    """A module fixture's working directory: a fresh temp dir made the cwd, with no tracking URI, alert URLs or serve
+    token from the environment (they would override the module's params.yaml). Call ``mp.undo()`` at teardown."""
+    work = tmp_path_factory.mktemp(name)
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    for var in ("MLFLOW_TRACKING_URI", "DRIFTLOOP_ALERT_URLS", "DRIFTLOOP_SERVE_TOKEN"):
+        mp.delenv(var, raising=False)
+    return work, mp
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A fresh driftloop project: the repo's dvc.yaml and src/, small params, git + dvc init."""

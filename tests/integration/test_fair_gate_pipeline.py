@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run_data_stages, run_model_stages, small_params, write_params
+from conftest import module_workdir, run_data_stages, run_model_stages, small_params, write_params
 
 from driftloop import pipeline, tracking
 from driftloop import register as reg
@@ -25,10 +25,7 @@ NEW_IDS = 50_000_000
 
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory):
-    work = tmp_path_factory.mktemp("fairgate")
-    mp = pytest.MonkeyPatch()
-    mp.chdir(work)
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work, mp = module_workdir(tmp_path_factory, "fairgate")
     write_params(
         work / "params.yaml",
         small_params(work, **{"tune.n_trials": 2, "simulate.n_rows": 4000, "monitor.reference_rows": 2000}),

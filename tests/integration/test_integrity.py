@@ -13,8 +13,8 @@ import mlflow
 import pandas as pd
 import pytest
 from conftest import fit_model as _fit
+from conftest import module_workdir, run, small_params, write_params
 from conftest import register_model as _register
-from conftest import run, small_params, write_params
 
 from driftloop import artifacts, loop, tracking
 from driftloop import register as reg
@@ -29,10 +29,7 @@ TUNE = {"max_rounds": 40, "early_stopping_rounds": 10, "num_threads": 1}
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    work = tmp_path_factory.mktemp("integrity")
-    mp = pytest.MonkeyPatch()
-    mp.chdir(work)
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work, mp = module_workdir(tmp_path_factory, "integrity")
     raw = small_params(work)
     raw["tune"].update(TUNE)
     raw["train"]["baselines"] = []

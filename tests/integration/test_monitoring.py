@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_data_stages, run_model_stages, small_params, write_params
+from conftest import module_workdir, run_data_stages, run_model_stages, small_params, write_params
 
 from driftloop import batch_report, loop, pipeline, tracking
 from driftloop.config import load_params
@@ -22,11 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One champion for the module (ingest → register, in process, SQLite MLflow)."""
-    work = tmp_path_factory.mktemp("monitoring")
-    mp = pytest.MonkeyPatch()
-    mp.chdir(work)
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.delenv("DRIFTLOOP_ALERT_URLS", raising=False)
+    work, mp = module_workdir(tmp_path_factory, "monitoring")
     write_params(
         work / "params.yaml",
         small_params(work, **{"tune.n_trials": 2, "simulate.n_rows": 5000, "monitor.reference_rows": 3000}),

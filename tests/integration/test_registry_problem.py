@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_data_stages, run_model_stages, small_params, write_params
+from conftest import module_workdir, run_data_stages, run_model_stages, small_params, write_params
 
 from driftloop import pipeline, tracking
 from driftloop import register as reg
@@ -40,10 +40,7 @@ def churn_params(work, **more) -> dict:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    work = tmp_path_factory.mktemp("problem")
-    mp = pytest.MonkeyPatch()
-    mp.chdir(work)
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work, mp = module_workdir(tmp_path_factory, "problem")
     credit = small_params(work, **{"tune.n_trials": 2})
     write_params(work / "params.yaml", credit)
     p = load_params(work / "params.yaml")

@@ -20,6 +20,7 @@ from conftest import (
     BIN,
     fit_model,
     free_port,
+    module_workdir,
     register_model,
     run,
     server_output,
@@ -47,10 +48,7 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """Two registered versions (different data), @champion = 1, params.yaml for the child processes."""
-    work = tmp_path_factory.mktemp("serve-process")
-    mp = pytest.MonkeyPatch()
-    mp.chdir(work)
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work, mp = module_workdir(tmp_path_factory, "serve-process")
     raw = small_params(work)
     raw["tune"].update(max_rounds=30, early_stopping_rounds=10, num_threads=1)
     raw["train"]["baselines"] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fit_model, free_port, register_model, small_params, write_params
+from conftest import fit_model, free_port, module_workdir, register_model, small_params, write_params
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -30,12 +30,7 @@ TUNE = {"max_rounds": 30, "early_stopping_rounds": 10, "num_threads": 1}
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Versions 1 and 2 (different data), version 3 (a copy of 2 whose booster is then tampered); @champion = 1."""
-    work = tmp_path_factory.mktemp("serve")
-    mp = pytest.MonkeyPatch()
-    mp.chdir(work)
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.delenv("DRIFTLOOP_ALERT_URLS", raising=False)
-    mp.delenv("DRIFTLOOP_SERVE_TOKEN", raising=False)
+    work, mp = module_workdir(tmp_path_factory, "serve")
     raw = small_params(work)
     raw["tune"].update(TUNE)
     raw["train"]["baselines"] = []
