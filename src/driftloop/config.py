@@ -109,6 +109,9 @@ class SplitParams(_Section):
     test_size: float = Field(0.2, gt=0, lt=0.9)
     valid_size: float = Field(0.2, gt=0, lt=0.9)
     time_column: str | None = None
+    # time split: the share of the latest test_size period's rows held out as test (stratified, seeded); the rest
+    # of that period joins validation. 1.0: the whole latest period is test (the classic time split)
+    time_test_share: float = Field(1.0, gt=0, le=1)
     group_column: str | None = None
     stratify: bool = True
 

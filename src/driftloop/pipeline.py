@@ -639,7 +639,8 @@ def run_register(params: Params, split_dir: str, model_path: str, run_info: str,
     }
     if mv is None:  # not registered yet (else: registered by a run of this stage killed before its alias move)
         run_id = _ensure_run(client, params, info)
-        reference = drift_reference(params, train, champion_seen)
+        fitted = pd.concat([train, valid]) if valid is not None and params.train.refit else train  # the model's rows
+        reference = drift_reference(params, fitted, champion_seen)
         sample = reference.drop(columns=[params.base.target]).head(200)
         with _quiet():
             model_info = tracking.log_model(client, run_id, model, sample)
@@ -741,7 +742,8 @@ def _log_reference(client, run_id: str, reference: pd.DataFrame) -> None:
 
 
 def drift_reference(params: Params, train: pd.DataFrame, champion_seen=None) -> pd.DataFrame:
-    """The training rows logged as the model's drift reference (at most ``monitor.reference_rows``, seeded).
+    """The training rows logged as the model's drift reference (at most ``monitor.reference_rows``, seeded):
+    ``train`` is what the model was fitted on (train + valid with ``train.refit``).
 
     ``monitor.reference: recent`` (after a retrain): the rows that were not in the current champion's data at all
     (not in its train, valid or test split) -- the data since it, i.e. the drift the new model absorbed -- when

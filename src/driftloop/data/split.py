@@ -1,7 +1,9 @@
 """Split stage: train / validation / test.
 
 Stratified random by default (classification), time-based when ``split.time_column`` is set
-(test = the latest period, validation = the period before it), grouped when
+(test = the latest period, validation = the period before it; with ``split.time_test_share`` below 1, test is a
+stratified random share of the latest period's rows and the rest of that period joins validation, so a retrain
+after drift validates, tunes and refits on the newest regime while its gate still scores rows no model saw), grouped when
 ``split.group_column`` is set (no group in two splits). Tuning never sees the test set.
 
 Exact copies of a row always land in the same split: the random split divides the distinct rows and
@@ -26,18 +28,33 @@ BEFORE_WRITE = register_point(
 SPLITS = ("train", "valid", "test")
 
 
-def _time_split(df: pd.DataFrame, column: str, test_size: float, valid_size: float) -> dict[str, pd.DataFrame]:
+def _time_split(df: pd.DataFrame, sp, seed: int, target: str, strat_on: bool) -> dict[str, pd.DataFrame]:
+    column = sp.time_column
     t = pd.to_datetime(df[column], errors="coerce") if not pd.api.types.is_numeric_dtype(df[column]) else df[column]
     if t.isna().any():
         raise DataError(f"split.time_column '{column}': {int(t.isna().sum())} rows have no parsable time")
-    test_start = t.quantile(1 - test_size, interpolation="higher")
-    valid_start = t.quantile(1 - test_size - valid_size, interpolation="higher")
-    parts = {
-        "train": df[t < valid_start],
-        "valid": df[(t >= valid_start) & (t < test_start)],
-        "test": df[t >= test_start],
-    }
-    return parts
+    test_start = t.quantile(1 - sp.test_size, interpolation="higher")
+    valid_start = t.quantile(1 - sp.test_size - sp.valid_size, interpolation="higher")
+    newest = df[t >= test_start]
+    valid = df[(t >= valid_start) & (t < test_start)]
+    if sp.time_test_share < 1.0:
+        held = _share_of(newest, sp.time_test_share, seed, target, strat_on)
+        newest, valid = newest[held], pd.concat([valid, newest[~held]])
+    return {"train": df[t < valid_start], "valid": valid, "test": newest}
+
+
+def _share_of(df: pd.DataFrame, share: float, seed: int, target: str, strat_on: bool) -> np.ndarray:
+    """A seeded random ``share`` of ``df``'s distinct rows (stratified by ``target`` when asked), as a row mask;
+    copies of a row follow it, so no row is on both sides."""
+    keys = row_keys(df)
+    distinct = pd.Series(keys).drop_duplicates()
+    strata = df[target].to_numpy()[distinct.index] if strat_on else np.zeros(len(distinct))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for value in pd.unique(strata):
+        members = distinct.to_numpy()[strata == value]
+        chosen.append(rng.permutation(members)[: int(round(share * len(members)))])
+    return np.isin(keys, np.concatenate(chosen))
 
 
 def _group_split(df, groups, test_size, valid_size, seed):
@@ -95,7 +112,7 @@ def split(df: pd.DataFrame, params: Params, task: str) -> dict[str, pd.DataFrame
             f"split.test_size + split.valid_size = {sp.test_size + sp.valid_size:.2f} leaves too little for training"
         )
     if sp.time_column:
-        parts = _time_split(df, sp.time_column, sp.test_size, sp.valid_size)
+        parts = _time_split(df, sp, seed, target, task != "regression" and sp.stratify)
     elif sp.group_column:
         parts = _group_split(df, df[sp.group_column], sp.test_size, sp.valid_size, seed)
     else:

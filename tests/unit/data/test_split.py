@@ -102,6 +102,38 @@ def test_time_split_puts_latest_rows_in_test():
     assert len(train) + len(valid) + len(test) == N
 
 
+def test_time_test_share_holds_out_a_stratified_share_of_the_latest_period_and_validates_on_the_rest():
+    df = frame()
+    whole = split(df, make_params(time_column="when", test_size=0.2), "binary")
+    half = split(df, make_params(time_column="when", test_size=0.2, time_test_share=0.5), "binary")
+    latest = rows(whole["test"])
+    assert rows(half["test"]) < latest  # test: rows of the latest period only ...
+    assert len(half["test"]) == pytest.approx(100, abs=2)  # ... half of them,
+    assert half["test"]["y"].mean() == pytest.approx(whole["test"]["y"].mean(), abs=0.02)  # stratified
+    assert rows(half["valid"]) == rows(whole["valid"]) | (latest - rows(half["test"]))  # the rest validates
+    assert rows(half["train"]) == rows(whole["train"])  # training rows unchanged: older than both
+    again = split(df, make_params(time_column="when", test_size=0.2, time_test_share=0.5), "binary")
+    assert rows(again["test"]) == rows(half["test"])  # seeded
+    other = split(df, make_params(time_column="when", test_size=0.2, time_test_share=0.5, seed=1), "binary")
+    assert rows(other["test"]) != rows(half["test"])
+
+
+def test_time_test_share_never_splits_copies_of_a_row():
+    df = frame().drop(columns="row")
+    df["when"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(N) // 50, unit="D")  # 50 rows a day
+    df.loc[df.index >= 800, ["x", "customer", "y"]] = [0.5, 3, 1]  # the latest period: 200 copies of one row ...
+    df.loc[df.index >= 900, "x"] = 0.25  # ... and 100 copies of another
+    parts = split(df, make_params(time_column="when", test_size=0.2, time_test_share=0.5), "binary")
+    held = pd.util.hash_pandas_object(parts["test"], index=False)
+    assert not np.isin(pd.util.hash_pandas_object(parts["valid"], index=False), held).any()
+    assert len(parts["test"]) in (100, 200) and len(parts["test"]) + len(parts["valid"]) == 400
+
+
+def test_time_test_share_out_of_range_names_the_key():
+    with pytest.raises(ValueError, match="time_test_share"):
+        make_params(time_column="when", time_test_share=0.0)
+
+
 def test_time_split_with_ties_and_string_times():
     df = frame()
     # only 10 distinct days, given as text: ties must not straddle two splits
