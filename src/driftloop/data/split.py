@@ -3,8 +3,8 @@
 Stratified random by default (classification), time-based when ``split.time_column`` is set
 (test = the latest period, validation = the period before it; with ``split.time_test_share`` below 1, test is a
 stratified random share of the latest period's rows and the rest of that period joins validation, so a retrain
-after drift validates, tunes and refits on the newest regime while its gate still scores rows no model saw), grouped when
-``split.group_column`` is set (no group in two splits). Tuning never sees the test set.
+after drift validates, tunes and refits on the newest regime while its gate still scores rows no model saw),
+grouped when ``split.group_column`` is set (no group in two splits). Tuning never sees the test set.
 
 Exact copies of a row always land in the same split: the random split divides the distinct rows and
 sends every copy where its first occurrence went (a time or group split does so by construction, as
