@@ -77,6 +77,9 @@ def test_demo_tiny_year(tmp_path):
     gate = s["retrains"][0]["gate_rows"]
     assert 0 < gate["rows"] <= gate["test_rows"] and "absent from both models" in gate["provenance"]
     assert s["retrains"][0]["test_period"][1] <= "2025-03-31"
+    # split.time_test_share 0.5: the gate's test rows are half of the newest 10 % (3,000 + 3 x 1,500 rows): the other
+    # half of the triggering month was validated on and refitted (a 1.0 share would hold out all 750)
+    assert gate["test_rows"] == pytest.approx(375, abs=5)
     assert "gate: " in html and "AUC estimated before labels" in html
     after = s["mean_auc_after_drift"]
     assert after["months"] == MONTHS - DRIFT_FROM + 1
