@@ -31,6 +31,7 @@ Usage::
     .venv/bin/python benchmarks/bench_judgment.py --seeds 5            # 2,908 s on 2 cores at load 4-16
     .venv/bin/python benchmarks/bench_judgment.py --seeds 5 --half-lives 14,30,60 --windows 2000,4000
     .venv/bin/python benchmarks/bench_judgment.py --seeds 10 --json bench_judgment.json
+    .venv/bin/python benchmarks/bench_judgment.py --seeds 10 --gate-only    # part 2 alone: 20 + 20 retrains
 """
 
 from __future__ import annotations
@@ -107,8 +108,70 @@ def _auc(model, df) -> float:
     return metric_value("binary", "roc_auc", model.encoder.encode(df["default"]), model.predict_scores(df))
 
 
-def run(args) -> dict:
+def _gate(seed: int, kind: str, params, champion, seen0, retrained, s1, after, never: float) -> list[dict]:
+    """The retrain and a truly worse one (the same rows, 70 % of the labels shuffled), each gated on the retrain's
+    test split twice: on all its rows (as before) and fairly (rows neither model trained or validated on)."""
     import numpy as np
+
+    from driftloop import register as reg
+    from driftloop.train import train
+
+    rng = np.random.default_rng(seed)
+
+    def noisy(df):
+        y = df["default"].to_numpy().copy()
+        idx = rng.choice(len(y), int(0.7 * len(y)), replace=False)
+        y[idx] = rng.permutation(y[idx])
+        return df.assign(default=y)
+
+    worse = train(noisy(s1["train"]), noisy(s1["valid"]), params, "binary", {**LGB, "seed": seed}).model
+    seen1 = reg.SeenRows.of([s1["train"], s1["valid"]], "challenger")
+    out = []
+    for truth, model in (("better", retrained), ("worse", worse)):
+        real = "better" if _auc(model, after) > never else "worse"
+        leaky = reg.decide(model, champion, "1", s1["test"], params)
+        fair = reg.decide(model, champion, "1", s1["test"], params, champion_seen=seen0, challenger_seen=seen1)
+        out.append(
+            {
+                "seed": seed,
+                "kind": kind,
+                "truth": truth,
+                "checked": real,
+                "leaky": leaky.decision == reg.PROMOTED,
+                "fair": fair.decision == reg.PROMOTED,
+                "fair_rows": fair.gate_rows.get("rows"),
+                "seen_by_champion": fair.gate_rows.get("seen_by_champion"),
+            }
+        )
+    return out
+
+
+def run_gate(args) -> list[dict]:
+    """``--gate-only``: part 2 alone (no oracle, settings, estimate or false-retrain parts), for many retrains."""
+    import pandas as pd
+
+    from driftloop import register as reg
+    from driftloop.config import Params
+    from driftloop.data.simulate import simulate
+
+    params = Params.model_validate(
+        {"register": {"n_bootstrap": 200}, "tune": {"max_rounds": 400, "early_stopping_rounds": 30}}
+    )
+    gate = []
+    for seed in range(args.seeds):
+        old = simulate(args.old_rows, 1000 + seed, start_date="2024-01-01", months=6).drop(columns=[ID])
+        champion, s0 = _train(old, params, seed)
+        seen0 = reg.SeenRows.of([s0["train"], s0["valid"]], "champion")
+        for kind, drift in KINDS.items():
+            trigger = _month(args.rows, 2000 + seed, 7, **drift)
+            after = _month(args.rows, 3000 + seed, 8, **drift)
+            retrained, s1 = _train(pd.concat([old, trigger], ignore_index=True), params, seed)
+            gate += _gate(seed, kind, params, champion, seen0, retrained, s1, after, _auc(champion, after))
+        print(f"  seed {seed} done", flush=True)
+    return gate
+
+
+def run(args) -> dict:
     import pandas as pd
 
     from driftloop import loop
@@ -156,35 +219,7 @@ def run(args) -> dict:
                     ref_rows = drift_reference(p_how, s1["train"], known)
                     share = data_drift(ref_rows, after, contract, mp, seed).drift_share
                     warnings_after[how].append(share >= mp.drift_share_warn)
-            # a truly worse challenger: the same rows, 70 % of the labels shuffled
-            rng = np.random.default_rng(seed)
-
-            def noisy(df, rng=rng):
-                y = df["default"].to_numpy().copy()
-                idx = rng.choice(len(y), int(0.7 * len(y)), replace=False)
-                y[idx] = rng.permutation(y[idx])
-                return df.assign(default=y)
-
-            from driftloop.train import train
-
-            worse = train(noisy(s1["train"]), noisy(s1["valid"]), params, "binary", {**LGB, "seed": seed}).model
-            seen1 = reg.SeenRows.of([s1["train"], s1["valid"]], "challenger")
-            for truth, model in (("better", retrained), ("worse", worse)):
-                real = "better" if _auc(model, after) > row["never"] else "worse"
-                leaky = reg.decide(model, champion, "1", s1["test"], params)
-                fair = reg.decide(model, champion, "1", s1["test"], params, champion_seen=seen0, challenger_seen=seen1)
-                gate.append(
-                    {
-                        "seed": seed,
-                        "kind": kind,
-                        "truth": truth,
-                        "checked": real,
-                        "leaky": leaky.decision == reg.PROMOTED,
-                        "fair": fair.decision == reg.PROMOTED,
-                        "fair_rows": fair.gate_rows.get("rows"),
-                        "seen_by_champion": fair.gate_rows.get("seen_by_champion"),
-                    }
-                )
+            gate += _gate(seed, kind, params, champion, seen0, retrained, s1, after, row["never"])
         # 3. the label-free estimate on one month of each scenario
         for name, drift in SCENARIOS.items():
             df = _month(args.rows, 5000 + seed, 9, **drift)
@@ -302,15 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--old-rows", type=int, default=8000, help="pre-drift rows the champion trains on")
     ap.add_argument("--rows", type=int, default=3000, help="rows of the triggering month and of the month after")
-    ap.add_argument("--windows", type=lambda v: [int(x) for x in v.split(",")], default=[2000, 4000],
+    ap.add_argument("--windows", type=lambda v: [int(x) for x in v.split(",") if x], default=[2000, 4000],
                     help="retrain.window_rows values compared (comma-separated)")  # fmt: skip
-    ap.add_argument("--half-lives", type=lambda v: [float(x) for x in v.split(",")], default=[7.0, 14.0, 30.0],
+    ap.add_argument("--half-lives", type=lambda v: [float(x) for x in v.split(",") if x], default=[7.0, 14.0, 30.0],
                     help="retrain.half_life_days values compared (comma-separated)")  # fmt: skip
     ap.add_argument("--oracle-rows", type=int, default=20000, help="post-drift rows the oracle trains on")
     ap.add_argument("--clean-batches", type=int, default=60, help="drift-free batches for the false-retrain count")
     ap.add_argument("--clean-rows", type=int, default=1000, help="rows per drift-free batch (small on purpose)")
     ap.add_argument("--drift-seeds", type=int, default=3, help="seeds of part 5 (Evidently runs: slower)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--gate-only", action="store_true", help="part 2 alone (the gate), for 20+ retrains per truth")
     ap.add_argument("--labeled-months", type=int, default=0,
                     help="instead: gap closed by `all` with 1..K drifted months in the fit")  # fmt: skip
     args = ap.parse_args(argv)
@@ -326,6 +362,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {k} drifted month(s) in the fit: gap closed {np.mean(vals):.0%} "
                   f"(covariate {by['covariate']:.0%}, concept {by['concept']:.0%})")  # fmt: skip
         write_json(args.json, {"machine": m, "args": vars(args) | {"json": None}, "labeled_months": months})
+        return 0
+    if args.gate_only:
+        gate = run_gate(args)
+        seconds = time.perf_counter() - t0
+        print(f"\nbench_judgment --gate-only: {args.seeds} seeds, {seconds:.0f} s; {machine_line(m)}")
+        for truth in ("better", "worse"):
+            g = [r for r in gate if r["truth"] == truth]
+            print(f"   truly {truth:6} ({len(g)} retrains): promoted fair {sum(r['fair'] for r in g)}/{len(g)}, "
+                  f"on all test rows {sum(r['leaky'] for r in g)}/{len(g)}; truth contradicted on the next month "
+                  f"{sum(r['checked'] != truth for r in g)}")  # fmt: skip
+        print(f"   mean gate rows {np.mean([r['fair_rows'] for r in gate]):.0f}, test rows the champion had seen "
+              f"(excluded) {np.mean([r['seen_by_champion'] for r in gate]):.0f}")  # fmt: skip
+        write_json(args.json, {"machine": m, "seconds": seconds, "args": vars(args) | {"json": None}, "gate": gate})
         return 0
     raw = run(args)
     s = summarize(raw)
