@@ -52,7 +52,7 @@ LGB = {
     "min_data_in_leaf": 20,
     "feature_fraction": 0.8,
     "verbose": -1,
-    "num_threads": 2,
+    "num_threads": 1,  # one thread: on a shared 2-core machine a waiting OpenMP thread spins (docs/demo.md)
 }
 ID = "application_id"
 KINDS = {"covariate": {"covariate_shift": 1.0}, "concept": {"concept_drift": 1.0}}

@@ -35,6 +35,7 @@ from driftloop.config import DemoParams, DriftParams, Params, load_params
 from driftloop.errors import DriftloopError
 
 MARKER = ".driftloop-demo"  # marks a directory the demo made (and may delete on the next run)
+REGISTER_REPORT = "reports/register.json"  # the register stage's decision (dvc.yaml)
 INITIAL_START = "2024-01-01"  # the initial training data covers 2024; production starts 2025-01
 INITIAL_MONTHS = 12
 FIRST_PRODUCTION_YEAR = 2025
@@ -546,6 +547,12 @@ def _run_year(out: Path, raw: dict, base: Params, demo: DemoParams, say, t_start
         _commit(ws, "first model")
         result.seconds["initial_training"] = time.perf_counter() - t0
 
+        gate = json.loads(Path(REGISTER_REPORT).read_text()).get("decision") or {}
+        if gate.get("alias") != "champion":  # e.g. too few test events for the gate (register.min_test_events)
+            raise DriftloopError(
+                f"demo: the first model was not promoted to @champion ({gate.get('reason', 'no gate decision')}); "
+                "give the demo more rows (demo.initial_rows) or relax the register settings"
+            )
         client = tracking.connect(wp)
         first = loop.resolve_champion(client, wp)
         champions = {first.version: first}

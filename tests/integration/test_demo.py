@@ -17,7 +17,7 @@ MONTHS, DRIFT_FROM = 4, 3
 
 def test_demo_tiny_year(tmp_path):
     p = small_params(tmp_path)
-    p["demo"].update(months=MONTHS, drift_from_month=DRIFT_FROM, rows_per_month=1500, initial_rows=3000, n_trials=2)
+    p["demo"].update(months=MONTHS, drift_from_month=DRIFT_FROM, rows_per_month=1500, initial_rows=6000, n_trials=2)
     params = write_params(tmp_path / "params.yaml", p)
     out = tmp_path / "out"
 
@@ -77,9 +77,9 @@ def test_demo_tiny_year(tmp_path):
     gate = s["retrains"][0]["gate_rows"]
     assert 0 < gate["rows"] <= gate["test_rows"] and "absent from both models" in gate["provenance"]
     assert s["retrains"][0]["test_period"][1] <= "2025-03-31"
-    # split.time_test_share 0.5: the gate's test rows are half of the newest 10 % (3,000 + 3 x 1,500 rows): the other
-    # half of the triggering month was validated on and refitted (a 1.0 share would hold out all 750)
-    assert gate["test_rows"] == pytest.approx(375, abs=5)
+    # split.time_test_share 0.5: the gate's test rows are half of the newest 10 % (6,000 + 3 x 1,500 rows): the other
+    # half of the triggering month was validated on and refitted (a 1.0 share would hold out all 1,050)
+    assert gate["test_rows"] == pytest.approx(525, abs=5)
     assert "gate: " in html and "AUC estimated before labels" in html
     after = s["mean_auc_after_drift"]
     assert after["months"] == MONTHS - DRIFT_FROM + 1
@@ -95,3 +95,14 @@ def test_demo_tiny_year(tmp_path):
     assert "retrain on sim-2025-03" in log and "labeled batch sim-2025-01" in log
     alerts = [json.loads(line) for line in (ws / "reports" / "alerts.jsonl").read_text().splitlines()]
     assert {a["status"] for a in alerts} >= {"retrain"}
+
+
+def test_demo_says_why_when_the_first_model_is_not_promoted(tmp_path):
+    p = small_params(tmp_path)  # 1,000 rows: 50 test rows, about 7 defaults, under register.min_test_events (30)
+    p["demo"].update(months=2, drift_from_month=2, rows_per_month=500, initial_rows=1000, n_trials=1)
+    params = write_params(tmp_path / "params.yaml", p)
+    res = run(["driftloop", "demo", "--params", str(params), "--out", str(tmp_path / "out")], ROOT, check=False)
+    assert res.returncode != 0
+    assert "the first model was not promoted to @champion" in res.stderr + res.stdout
+    assert "min_test_events" in res.stderr + res.stdout  # the gate's own reason
+    assert "run the training pipeline first" not in res.stderr + res.stdout
