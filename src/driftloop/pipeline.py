@@ -562,7 +562,7 @@ def run_evaluate(
         if name in result["baselines"]:
             tracking.log_batch(client, child, metrics={f"test_{k}": v for k, v in result["baselines"][name].items()})
     table = pd.DataFrame(
-        [{"model": "lightgbm (tuned)", **result["test"]}] + [{"model": k, **v} for k, v in result["baselines"].items()]
+        [{"model": result["model"], **result["test"]}] + [{"model": k, **v} for k, v in result["baselines"].items()]
     )
     client.log_table(run_id, table, "algorithm_selection.json")
     client.set_terminated(run_id)

@@ -3,6 +3,7 @@ final refit on train+valid: real Optuna and LightGBM on a few hundred rows."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -308,6 +309,46 @@ def test_linear_model_wins_on_linear_data_and_is_stored_as_json(tmp_path):
     contrib = model.booster.predict(model.features(raw), pred_contrib=True)  # SHAP plot: exact for a linear model
     np.testing.assert_allclose(contrib.sum(axis=1), model.booster.predict(model.features(raw), raw_score=True))
     assert list(model.feature_importance().index[:2]) != ["x3", "x3"]
+
+
+def test_a_selected_linear_model_is_named_by_its_algorithm_in_the_test_table(tmp_path):
+    """evaluate's ``model`` row (metrics.json, the CLI table, MLflow's algorithm_selection.json) names the
+    registered model's algorithm: not "lightgbm (tuned)" when the linear candidate won (issue 14)."""
+    from driftloop import cli
+    from driftloop.evaluate import evaluate, model_label
+    from driftloop.train import train
+
+    p = _params(cv_folds=0)
+    train_df, valid_df = _linear_frames()
+    result = train(train_df, valid_df, p, "binary", lgb_params("binary", 2, p.tune, 0, dict(LGBM_DEFAULTS)))
+    assert result.model.algorithm == "linear"
+    metrics = evaluate(
+        result.model,
+        result.baselines,
+        valid_df,
+        plots_dir=tmp_path,
+        shap_rows=50,
+        curve_points=20,
+        calibration_bins=5,
+        seed=0,
+    )
+    assert metrics["model"] == "logistic (selected)" and metrics["algorithm"] == "linear"
+    # the selected model is the logistic baseline's estimator (refit on train+valid): the same test scores
+    assert metrics["test"]["roc_auc"] == pytest.approx(metrics["baselines"]["logistic"]["roc_auc"])
+    with cli.out.capture() as cap:
+        cli._print_metrics(metrics)
+    assert "logistic (selected)" in cap.get() and "lightgbm" not in cap.get()
+    # a regression target: the linear model is Ridge
+    encoder = type(result.model.encoder).fit(pd.Series([0.5, 1.5]), "regression")
+    assert model_label(dataclasses.replace(result.model, encoder=encoder)) == "ridge (selected)"
+    lgbm = train(
+        train_df,
+        valid_df,
+        p.model_copy(update={"train": p.train.model_copy(update={"candidates": []})}),
+        "binary",
+        lgb_params("binary", 2, p.tune, 0, dict(LGBM_DEFAULTS)),
+    ).model
+    assert model_label(lgbm) == "lightgbm (tuned)"
 
 
 def test_lightgbm_stays_on_a_tie_and_without_linear_candidate():
