@@ -351,6 +351,33 @@ def test_a_selected_linear_model_is_named_by_its_algorithm_in_the_test_table(tmp
     assert model_label(lgbm) == "lightgbm (tuned)"
 
 
+def test_the_linear_grid_is_log_spaced_and_its_warm_started_path_matches_single_fits():
+    from driftloop.linear import C_GRID, LinearModel, selection_key, strength_grid
+
+    assert len(C_GRID) == 13 and min(C_GRID) == 1e-3 and max(C_GRID) == 1e3
+    np.testing.assert_allclose(np.diff(np.log10(sorted(C_GRID))), 0.5, atol=1e-3)
+    assert strength_grid("binary")[0] == 1e-3 and strength_grid("regression")[0] == 1e3  # strongest first
+    train_df, valid_df = _linear_frames()
+    X, y, Xv = train_df.drop(columns="y"), train_df["y"].to_numpy(), valid_df.drop(columns="y")
+    X["city"], Xv["city"] = X["city"].astype("category"), Xv["city"].astype("category")
+    path = LinearModel("binary").path_scores(X, y, Xv)
+    assert list(path) == list(strength_grid("binary"))
+    for c in (1e-3, 0.1, 10.0):
+        np.testing.assert_allclose(path[c], LinearModel("binary", strength=c).fit(X, y).scores(Xv), atol=1e-3)
+    assert np.ptp(path[1e-3]) < np.ptp(path[1e3])  # the regularization does act
+    Xr, yr = X[["x0", "x1"]], train_df["x0"].to_numpy() * 3 + 1
+    ridge = LinearModel("regression").path_scores(Xr, yr, Xv[["x0", "x1"]])
+    assert np.abs(ridge[1e-3] - (Xv["x0"].to_numpy() * 3 + 1)).max() < 1e-3  # alpha 1e-3: (nearly) least squares
+    # the strength: the primary metric, ties broken by the log loss; a NaN metric never wins
+    assert selection_key("binary", {"roc_auc": 0.9, "log_loss": 0.3}) > selection_key(
+        "binary", {"roc_auc": 0.9, "log_loss": 0.4}
+    )
+    assert selection_key("binary", {"roc_auc": float("nan"), "log_loss": 0.1}) < selection_key(
+        "binary", {"roc_auc": 0.5, "log_loss": 0.7}
+    )
+    assert selection_key("regression", {"rmse": 1.0}) > selection_key("regression", {"rmse": 2.0})
+
+
 def test_lightgbm_stays_on_a_tie_and_without_linear_candidate():
     from driftloop.train import select, train
 
@@ -410,11 +437,35 @@ def test_after_a_cross_validated_study_the_selection_compares_cv_means_on_the_sa
     res = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p, study_name="cvsel")
     result = train(train_df, valid_df, p, "binary", res.lgb_params, tuned_cv=(res.metric, res.best_value))
     table = {r["model"]: r for r in result.selection}
-    assert table["lightgbm"]["cv"] == pytest.approx(res.best_value)
+    assert table["lightgbm"]["cv_tune"] == pytest.approx(res.best_value)  # the tune folds' (optimistic) value
     assert 0.5 < table["logistic"]["cv"] <= 1 and table["hist_gradient_boosting"]["cv"] is None
     winner = max(("lightgbm", "logistic"), key=lambda m: (table[m]["cv"], m == "lightgbm"))
     assert table[winner]["selected"]
     assert result.model.algorithm == ("linear" if winner == "logistic" else "lightgbm")
+    # the comparison: both chosen configurations scored once on the same fresh folds (base.seed + 1)
+    from driftloop.evaluate import compute_metrics
+    from driftloop.linear import LinearModel
+
+    X_all, y_all = pd.concat([X_tr, X_va], ignore_index=True), np.concatenate([y_tr, y_va])
+    fresh = validation_plan(p.tune, "binary", y_all, len(y_tr), p.base.seed + 1)
+    tune_folds = validation_plan(p.tune, "binary", y_all, len(y_tr), p.base.seed)
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(fresh.folds, tune_folds.folds, strict=True))
+    strength = result.baselines["logistic"]["estimator"].strength
+    by_hand = [
+        compute_metrics(
+            "binary",
+            y_all[va],
+            LinearModel("binary", seed=p.base.seed, strength=strength)
+            .fit(X_all.iloc[tr], y_all[tr])
+            .scores(X_all.iloc[va]),
+        )["roc_auc"]
+        for tr, va in fresh.folds
+    ]
+    assert table["logistic"]["cv"] == pytest.approx(np.mean(by_hand))
+    # an optimistic tune value (the best of many trials on its folds) does not win by itself: the fresh folds decide
+    lucky = train(train_df, valid_df, p, "binary", res.lgb_params, tuned_cv=("auc", 0.9999))
+    assert {r["model"]: r["cv"] for r in lucky.selection} == {r["model"]: r["cv"] for r in result.selection}
+    assert lucky.model.algorithm == result.model.algorithm == "linear"  # LightGBM had the tune value 0.9999
     # a metric that is not the primary one (log loss tuned, ROC AUC gated): the validation split decides
     other = train(train_df, valid_df, p, "binary", res.lgb_params, tuned_cv=("binary_logloss", 0.3))
     assert all("cv" not in r for r in other.selection)
