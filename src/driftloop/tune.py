@@ -121,7 +121,9 @@ class BackgroundCallback:
 
 def class_weighting(task: str, y: np.ndarray, how: str, auto_share: float) -> dict[str, Any]:
     """``train.class_weight`` for labels ``y`` (train rows): ``{"fixed": {...}}`` LightGBM parameters,
-    ``{"search": {name: (low, high)}}`` to tune, ``{"class_weights": array}`` per class code (multiclass), or {}."""
+    ``{"choose": [scale_pos_weight, ...]}`` for the train stage to choose from after an unweighted study (auto:
+    1, sqrt(neg/pos) and neg/pos; ``driftloop.train``), ``{"class_weights": array}`` per class code
+    (multiclass), or {}."""
     if task == "regression" or how == "none":
         return {}
     counts = np.bincount(y).astype(float)
@@ -130,7 +132,9 @@ def class_weighting(task: str, y: np.ndarray, how: str, auto_share: float) -> di
         if how == "balanced":
             return {"fixed": {"scale_pos_weight": float(ratio)}}
         share = counts.min() / counts.sum()
-        return {"search": {"scale_pos_weight": (1.0, float(ratio))}} if share < auto_share and ratio > 1 else {}
+        if share < auto_share and ratio > 1:
+            return {"choose": [1.0, float(np.sqrt(ratio)), float(ratio)]}
+        return {}
     if how == "balanced":  # multiclass: rows weighted as scikit-learn's "balanced"
         return {"class_weights": counts.sum() / (len(counts) * np.maximum(counts, 1.0))}
     return {}
