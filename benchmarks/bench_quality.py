@@ -198,7 +198,7 @@ def imbalance(rate: float, rows: int, seed: int) -> dict:
         out[weighting] = {
             "pr_auc": float(average_precision_score(y, scores)),
             "roc_auc": float(roc_auc_score(y, scores)),
-            "scale_pos_weight": model.lgb_params.get("scale_pos_weight"),
+            "scale_pos_weight": model.lgb_params.get("scale_pos_weight", 1.0),
             "class_weight": model.class_weight,
             "algorithm": model.model.algorithm,
             "seconds": round(time.perf_counter() - t0, 1),

@@ -248,7 +248,7 @@ def test_class_weighting_by_params():
 
     y = np.r_[np.zeros(95, int), np.ones(5, int)]
     assert class_weighting("binary", y, "balanced", 0.2) == {"fixed": {"scale_pos_weight": 19.0}}
-    assert class_weighting("binary", y, "auto", 0.2) == {"search": {"scale_pos_weight": (1.0, 19.0)}}
+    assert class_weighting("binary", y, "auto", 0.2) == {"choose": [1.0, pytest.approx(19.0**0.5), 19.0]}
     assert class_weighting("binary", np.tile([0, 1], 50), "auto", 0.2) == {}  # balanced data: nothing
     assert class_weighting("binary", y, "none", 0.2) == {} and class_weighting("regression", y, "balanced", 0.2) == {}
     multi = class_weighting("multiclass", np.r_[np.zeros(60, int), np.ones(30, int), np.full(10, 2)], "balanced", 0.2)
@@ -256,21 +256,63 @@ def test_class_weighting_by_params():
     np.testing.assert_allclose(row_weights(multi, np.array([2, 0]), np.array([2.0, 1.0])), [200 / 30, 100 / 180])
 
 
-def test_auto_class_weight_searches_scale_pos_weight_on_imbalanced_data():
+def test_auto_class_weight_tunes_unweighted_and_chooses_the_weight_on_held_out_pr_auc(monkeypatch):
+    """auto: the study is the unweighted one; the train stage scores scale_pos_weight 1, sqrt(neg/pos) and neg/pos
+    by held-out PR AUC and keeps the best, the unweighted model on a tie (issue 14: searching the weight in the
+    study gave a lower test PR AUC than none)."""
+    from driftloop import train as train_module
+    from driftloop.train import train
+
     X_tr, y_tr, X_va, y_va = _data(800)
     rare = lambda y, X: (y & (X["x2"].to_numpy() > 0.8)).astype(int)  # noqa: E731 - ~10 % positives
     y_tr, y_va = rare(y_tr, X_tr), rare(y_va, X_va)
-    p = _params(n_trials=6, cv_folds=0).model_copy(
-        update={"train": Params().train.model_copy(update={"class_weight": "auto"})}
+    p = _params(n_trials=4, cv_folds=0).model_copy(
+        update={"train": Params().train.model_copy(update={"class_weight": "auto", "candidates": []})}
     )
-    result = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p, study_name="cw")
-    ratio = (y_tr == 0).sum() / (y_tr == 1).sum()
-    values = [t.params["scale_pos_weight"] for t in result.study.trials]
-    assert all(1.0 <= v <= ratio for v in values) and len(set(values)) == 6
-    assert "scale_pos_weight" in result.lgb_params
     p_none = p.model_copy(update={"train": p.train.model_copy(update={"class_weight": "none"})})
-    result = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p_none, study_name="cw0")
-    assert "scale_pos_weight" not in result.lgb_params
+    auto = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p, study_name="cw")
+    none = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p_none, study_name="cw0")
+    assert auto.lgb_params == none.lgb_params and "scale_pos_weight" not in auto.lgb_params  # the same study
+    train_df, valid_df = X_tr.assign(y=y_tr), X_va.assign(y=y_va)
+    result = train(train_df, valid_df, p, "binary", auto.lgb_params)
+    table = result.class_weight["candidates"]
+    ratio = (y_tr == 0).sum() / (y_tr == 1).sum()
+    assert [r["scale_pos_weight"] for r in table] == pytest.approx([1.0, ratio**0.5, ratio])
+    chosen = result.class_weight["chosen"]
+    sure = [r for r in table[1:] if r["pr_auc"] > table[0]["pr_auc"] and r["gain_low"] > 0]
+    assert chosen == (max(sure, key=lambda r: r["pr_auc"])["scale_pos_weight"] if sure else 1.0)
+    assert result.lgb_params.get("scale_pos_weight", 1.0) == chosen
+    assert "class_weight" not in train(train_df, valid_df, p_none, "binary", none.lgb_params).class_weight
+    # after a cross-validated study: scored out of fold on the tune folds, with rounds for train + valid
+    p_cv = p.model_copy(update={"tune": p.tune.model_copy(update={"cv_folds": 3})})
+    cv = train(train_df, valid_df, p_cv, "binary", auto.lgb_params, tuned_cv=("auc", auto.best_value))
+    assert cv.class_weight["validation"].startswith("3-fold CV")
+    assert all(r["rounds"] >= 1 for r in cv.class_weight["candidates"])
+    # the noise guard: a clear gain's low bound is above 0; the same scores' is 0; a noisy copy's below 0
+    from driftloop.train import _pr_auc_gain_low
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.05).astype(int)
+    weak = y * 0.5 + rng.random(2000)
+    assert _pr_auc_gain_low(y, weak, y * 2.0 + rng.random(2000), 0) > 0.1
+    assert _pr_auc_gain_low(y, weak, weak, 0) == 0.0
+    assert _pr_auc_gain_low(y, weak, weak + rng.normal(scale=0.05, size=2000), 0) < 0
+    # a weight that measures better is taken (and refit); one that measures worse never is
+    scores = {1.0: 0.30, ratio**0.5: 0.35, ratio: 0.20}
+    real = train_module._choose_scale_pos_weight
+
+    def rigged(candidates, *args):
+        out = real(candidates, *args)
+        for row in out["candidates"]:
+            row["pr_auc"] = min(scores.items(), key=lambda kv: abs(kv[0] - row["scale_pos_weight"]))[1]
+        out["chosen"] = max(out["candidates"], key=lambda r: (r["pr_auc"], -r["scale_pos_weight"]))["scale_pos_weight"]
+        return out
+
+    monkeypatch.setattr(train_module, "_choose_scale_pos_weight", rigged)
+    weighted = train(train_df, valid_df, p, "binary", auto.lgb_params)
+    assert weighted.lgb_params["scale_pos_weight"] == pytest.approx(ratio**0.5)
+    X = valid_df.drop(columns="y")
+    assert not np.allclose(weighted.model.predict_scores(X), result.model.predict_scores(X))
 
 
 # ------------------------------------------------------------------ algorithm selection
