@@ -25,7 +25,7 @@ AUC at least the unweighted model's, in the mean over seeds at every rate).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_quality.py                       # every table, seeds 42 and 7
+    .venv/bin/python benchmarks/bench_quality.py --seeds 42,7,1        # every table, three seeds
     .venv/bin/python benchmarks/bench_quality.py --tables cancer,fair --seeds 42 --json out.json
     .venv/bin/python benchmarks/bench_quality.py --imbalance 0.01,0.03,0.05 --rows 20000 --seeds 42,7,1
 """
@@ -125,6 +125,7 @@ def one(table: str, seed: int, n_trials: int | None, extra: dict | None = None) 
         "trials": res.n_complete + res.n_pruned,
         "pruned": res.n_pruned,
         "driftloop": _score(task, y_test, model.scores_from_features(X_test)),
+        "algorithm": model.algorithm,  # the train stage's selection: lightgbm or linear
     }
     no_refit = params.model_copy(update={"train": params.train.model_copy(update={"refit": False})})
     plain = train(parts["train"], parts["valid"], no_refit, task, res.lgb_params, tuned_cv=cv)
@@ -221,6 +222,7 @@ def report(rows: list[dict]) -> str:
         vals = "".join(f"{r[c]:>20.4f}" if c in r else f"{'':>20}" for c in COLUMNS)
         lines.append(
             f"{r['table']:<10}{r['rows']:>7} {metric:<8}{r['seed']:>5}{r['seconds']:>7.1f}{r['trials']:>7}  {vals}"
+            f"  {r.get('algorithm', '')}"
         )
     lines.append("")
     lines.append("per table (mean over seeds): driftloop vs FLAML, vs the best of LightGBM defaults and the baselines")
