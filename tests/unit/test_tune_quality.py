@@ -256,7 +256,7 @@ def test_class_weighting_by_params():
     np.testing.assert_allclose(row_weights(multi, np.array([2, 0]), np.array([2.0, 1.0])), [200 / 30, 100 / 180])
 
 
-def test_auto_class_weight_tunes_unweighted_and_chooses_the_weight_on_held_out_pr_auc(monkeypatch):
+def test_auto_class_weight_tunes_unweighted_and_chooses_the_weight_on_held_out_pr_auc(monkeypatch, tmp_path):
     """auto: the study is the unweighted one; the train stage scores scale_pos_weight 1, sqrt(neg/pos) and neg/pos
     by held-out PR AUC and keeps the best, the unweighted model on a tie (issue 14: searching the weight in the
     study gave a lower test PR AUC than none)."""
@@ -273,6 +273,12 @@ def test_auto_class_weight_tunes_unweighted_and_chooses_the_weight_on_held_out_p
     auto = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p, study_name="cw")
     none = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p_none, study_name="cw0")
     assert auto.lgb_params == none.lgb_params and "scale_pos_weight" not in auto.lgb_params  # the same study
+    from driftloop.pipeline import study_name
+
+    f = tmp_path / "train.parquet"
+    f.write_bytes(b"rows")
+    balanced = p.model_copy(update={"train": p.train.model_copy(update={"class_weight": "balanced"})})
+    assert study_name(p, f) == study_name(p_none, f) != study_name(balanced, f)  # auto resumes the unweighted study
     train_df, valid_df = X_tr.assign(y=y_tr), X_va.assign(y=y_va)
     result = train(train_df, valid_df, p, "binary", auto.lgb_params)
     table = result.class_weight["candidates"]
