@@ -148,21 +148,14 @@ def row_weights(weighting: dict[str, Any], y: np.ndarray, weight: np.ndarray | N
     return w if weight is None else w * weight
 
 
-def search_space(
-    trial,
-    space: SpaceParams | None = None,
-    grid: dict[str, list] | None = None,
-    extra: dict[str, tuple[float, float]] | None = None,
-) -> dict[str, Any]:
+def search_space(trial, space: SpaceParams | None = None, grid: dict[str, list] | None = None) -> dict[str, Any]:
     """The trial's LightGBM parameters: every key of ``LGBM_DEFAULTS``.
 
     ``space`` (``tune.space``) gives the bounds; a parameter whose low equals its high is fixed, not suggested.
     With ``grid`` (``tune.sampler: grid``) only the grid's parameters are suggested, from its value lists; the
-    rest keep LightGBM's defaults. ``extra``: more parameters searched log-uniformly (``scale_pos_weight``).
+    rest keep LightGBM's defaults. (``train.class_weight: auto`` is not searched here: see ``class_weighting``.)
     """
     out = {}
-    for name, (low, high) in (extra or {}).items():
-        out[name] = trial.suggest_float(name, low, high, log=True)
     if grid:
         out.update(LGBM_DEFAULTS)
         for name, values in grid.items():
@@ -943,7 +936,7 @@ def tune(
                     deferred.append(warm_start)
 
         def objective(trial) -> float:
-            tuned = search_space(trial, tp.space, grid, weighting.get("search"))
+            tuned = search_space(trial, tp.space, grid)
             fault_point(trial_point)
             cb = [_metric_callback(trial, metric, tp.report_every)] if pruning else []
             if timeout is not None:
