@@ -18,15 +18,16 @@ Tables: datasets shipped inside installed packages that no driftloop code was wr
 (scikit-learn's breast cancer and diabetes, statsmodels' ``fair`` and ``randhie``) and the built-in simulator
 at two sizes. Needs the ``bench`` extra (``pip install -e ".[bench]"``: flaml).
 
-``--imbalance RATE`` runs another comparison instead: the simulator at ``RATE`` positives (e.g. 0.03), driftloop
-with ``train.class_weight: auto`` (``scale_pos_weight`` searched) vs ``none``, the same split and seed, PR AUC and
-ROC AUC on the test split (target: PR AUC at least the unweighted model's).
+``--imbalance RATE[,RATE...]`` runs another comparison instead: the simulator at ``RATE`` positives (e.g. 0.03),
+driftloop with ``train.class_weight: auto`` (``scale_pos_weight`` chosen by the train stage from 1, sqrt(neg/pos) and
+neg/pos on held-out PR AUC) vs ``none``, the same split and seed, PR AUC and ROC AUC on the test split (target: PR
+AUC at least the unweighted model's, in the mean over seeds at every rate).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_quality.py                       # every table, seeds 42 and 7
+    .venv/bin/python benchmarks/bench_quality.py --seeds 42,7,1        # every table, three seeds
     .venv/bin/python benchmarks/bench_quality.py --tables cancer,fair --seeds 42 --json out.json
-    .venv/bin/python benchmarks/bench_quality.py --imbalance 0.03 --rows 20000 --seeds 42,7
+    .venv/bin/python benchmarks/bench_quality.py --imbalance 0.01,0.03,0.05 --rows 20000 --seeds 42,7,1
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def one(table: str, seed: int, n_trials: int | None, extra: dict | None = None) 
         "trials": res.n_complete + res.n_pruned,
         "pruned": res.n_pruned,
         "driftloop": _score(task, y_test, model.scores_from_features(X_test)),
+        "algorithm": model.algorithm,  # the train stage's selection: lightgbm or linear
     }
     no_refit = params.model_copy(update={"train": params.train.model_copy(update={"refit": False})})
     plain = train(parts["train"], parts["valid"], no_refit, task, res.lgb_params, tuned_cv=cv)
@@ -197,7 +199,8 @@ def imbalance(rate: float, rows: int, seed: int) -> dict:
         out[weighting] = {
             "pr_auc": float(average_precision_score(y, scores)),
             "roc_auc": float(roc_auc_score(y, scores)),
-            "scale_pos_weight": res.lgb_params.get("scale_pos_weight"),
+            "scale_pos_weight": model.lgb_params.get("scale_pos_weight", 1.0),
+            "class_weight": model.class_weight,
             "algorithm": model.model.algorithm,
             "seconds": round(time.perf_counter() - t0, 1),
             "trials": res.n_complete + res.n_pruned,
@@ -219,6 +222,7 @@ def report(rows: list[dict]) -> str:
         vals = "".join(f"{r[c]:>20.4f}" if c in r else f"{'':>20}" for c in COLUMNS)
         lines.append(
             f"{r['table']:<10}{r['rows']:>7} {metric:<8}{r['seed']:>5}{r['seconds']:>7.1f}{r['trials']:>7}  {vals}"
+            f"  {r.get('algorithm', '')}"
         )
     lines.append("")
     lines.append("per table (mean over seeds): driftloop vs FLAML, vs the best of LightGBM defaults and the baselines")
@@ -252,7 +256,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=None, help="tune.n_trials (default: params.yaml's)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--set", action="append", default=[], help="a params override for driftloop, e.g. tune.cv_folds=0")
-    ap.add_argument("--imbalance", type=float, default=None, help="positive rate: class_weight auto vs none")
+    ap.add_argument("--imbalance", default=None, help="positive rate(s), e.g. 0.01,0.03: class_weight auto vs none")
     ap.add_argument("--rows", type=int, default=20000, help="--imbalance: simulated rows")
     args = ap.parse_args()
     import yaml
@@ -261,15 +265,34 @@ def main() -> None:
     m = C.machine()
     print(C.machine_line(m), flush=True)
     if args.imbalance:
-        rows = [imbalance(args.imbalance, args.rows, int(s)) for s in args.seeds.split(",")]
-        for r in rows:
-            a, n = r["auto"], r["none"]
+        rows = []
+        for rate in (float(x) for x in str(args.imbalance).split(",")):
+            for s in args.seeds.split(","):
+                r = imbalance(rate, args.rows, int(s))
+                r["load"] = C.loadavg()
+                rows.append(r)
+                a, n = r["auto"], r["none"]
+                tried = ", ".join(
+                    f"{c['scale_pos_weight']:.3g}: {c['pr_auc']:.4f}" for c in a["class_weight"].get("candidates", [])
+                )
+                print(
+                    f"rate {r['rate']}, {r['rows']} rows ({r['positives']} positives), seed {r['seed']}: PR AUC "
+                    f"auto {a['pr_auc']:.4f} vs none {n['pr_auc']:.4f} ({a['pr_auc'] - n['pr_auc']:+.4f}); ROC AUC "
+                    f"{a['roc_auc']:.4f} vs {n['roc_auc']:.4f}; scale_pos_weight {a['scale_pos_weight']} (held-out "
+                    f"PR AUC {tried}); models {a['algorithm']} / {n['algorithm']}; {a['seconds']} s / "
+                    f"{n['seconds']} s; load {r['load']}",
+                    flush=True,
+                )
+        print("\nmean over seeds: rate, PR AUC auto vs none, ROC AUC auto vs none")
+        for rate in sorted({r["rate"] for r in rows}):
+            rs = [r for r in rows if r["rate"] == rate]
+            mean = {
+                k: {m: float(np.mean([r[k][m] for r in rs])) for m in ("pr_auc", "roc_auc")} for k in ("auto", "none")
+            }
             print(
-                f"rate {r['rate']}, {r['rows']} rows ({r['positives']} positives), seed {r['seed']}: PR AUC "
-                f"auto {a['pr_auc']:.4f} vs none {n['pr_auc']:.4f} ({a['pr_auc'] - n['pr_auc']:+.4f}); ROC AUC "
-                f"{a['roc_auc']:.4f} vs {n['roc_auc']:.4f}; scale_pos_weight {a['scale_pos_weight']}; "
-                f"models {a['algorithm']} / {n['algorithm']}; {a['seconds']} s / {n['seconds']} s",
-                flush=True,
+                f"  {rate}: PR AUC {mean['auto']['pr_auc']:.4f} vs {mean['none']['pr_auc']:.4f} "
+                f"({mean['auto']['pr_auc'] - mean['none']['pr_auc']:+.4f}); ROC AUC {mean['auto']['roc_auc']:.4f} vs "
+                f"{mean['none']['roc_auc']:.4f}  ({len(rs)} seeds)"
             )
         print(C.machine_line(C.machine()))
         C.write_json(args.json, {"machine": m, "imbalance": rows})

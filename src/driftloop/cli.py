@@ -246,7 +246,7 @@ def _print_metrics(result: dict) -> None:
     table.add_column("model")
     for n in names:
         table.add_column(n, justify="right")
-    table.add_row("lightgbm (tuned)", *(f"{result['test'][n]:.4f}" for n in names))
+    table.add_row(result.get("model", "lightgbm (tuned)"), *(f"{result['test'][n]:.4f}" for n in names))
     for b, m in result["baselines"].items():
         table.add_row(b, *(f"{m.get(n, float('nan')):.4f}" for n in names))
     out.print(table)

@@ -244,8 +244,10 @@ class TrainParams(_Section):
     # false: the model fitted on train with early stopping on valid (the validation metrics' model)
     refit: bool = True
     # none; balanced: binary scale_pos_weight = negatives/positives, multiclass rows weighted n/(k * n_class);
-    # auto: binary with a minority share below minority_share_auto: scale_pos_weight searched in [1, neg/pos].
-    # Default none: on the simulator at 3 % positives auto gave a lower test PR AUC (benchmarks/bench_quality.py)
+    # auto: binary with a minority share below minority_share_auto: the study is unweighted, then the train stage
+    # scores scale_pos_weight 1, sqrt(neg/pos) and neg/pos on held-out PR AUC (CV folds or the validation split) and
+    # takes a weight only when its gain's bootstrap 5 % quantile is above 0 (driftloop.train._choose_scale_pos_weight).
+    # Default none: see the README's imbalance figures (benchmarks/bench_quality.py --imbalance)
     class_weight: Literal["none", "balanced", "auto"] = "none"
     # compared with the tuned LightGBM on the validation split (driftloop.train.select); the best of lightgbm and
     # linear (stored as JSON coefficients) is the model; hist_gradient_boosting is compared only (scikit-learn can

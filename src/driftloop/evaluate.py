@@ -1,4 +1,5 @@
-"""Evaluate stage: test-set metrics for the tuned model and the baselines, and the plots.
+"""Evaluate stage: test-set metrics for the registered model (the algorithm selection's choice: the tuned
+LightGBM or the linear model) and the baselines, and the plots.
 
 Metrics by task: binary (ROC AUC, PR AUC, log loss, Brier, precision/recall/F1 at the
 threshold chosen on validation data), multiclass (macro F1, log loss, accuracy),
@@ -16,6 +17,17 @@ import numpy as np
 import pandas as pd
 
 from driftloop.model import DriftloopModel
+
+
+def model_label(model: DriftloopModel) -> str:
+    """The model's row name in the test table, ``metrics.json`` and the CLI: its algorithm, as the train stage's
+    selection chose it (``lightgbm (tuned)``; a selected linear model: ``logistic (selected)`` / ``ridge
+    (selected)``, the baselines' names for the same kind of model)."""
+    if getattr(model, "algorithm", "lightgbm") == "linear":
+        from driftloop.train import baseline_name
+
+        return f"{baseline_name(model.task, 'linear')} (selected)"
+    return "lightgbm (tuned)"
 
 
 def _safe(fn, *args, **kwargs) -> float:
@@ -290,8 +302,12 @@ def plot_importance(model: DriftloopModel, path: Path, top: int = 20) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(imp) + 1.2))
     ax.barh(range(len(imp)), imp.to_numpy(), color="#3b75af")
     ax.set_yticks(range(len(imp)), [str(i)[:40] for i in imp.index], fontsize=8)
-    ax.set_xlabel("total gain")
-    ax.set_title("LightGBM feature importance (gain)")
+    if getattr(model, "algorithm", "lightgbm") == "linear":
+        ax.set_xlabel("|coefficient| on the standardised design columns, summed per feature")
+        ax.set_title(f"Feature importance: {model_label(model)}")
+    else:
+        ax.set_xlabel("total gain")
+        ax.set_title("LightGBM feature importance (gain)")
     _save(fig, path)
     return path
 
@@ -310,7 +326,8 @@ def _save(fig, path: Path) -> None:
 def shap_values(
     model: DriftloopModel, raw: pd.DataFrame, n: int, seed: int, features: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """LightGBM's TreeSHAP contributions on a sample; multiclass sums |contribution| over classes.
+    """The model's own contributions on a sample (LightGBM: TreeSHAP; the linear model: exact, coefficient x
+    centred column); multiclass sums |contribution| over classes.
 
     ``features``: ``model.features(raw)`` when the caller has it already (the sample is then taken from
     it, the same rows ``raw.sample`` would give). LightGBM predicts on all cores by default (the
@@ -391,6 +408,8 @@ def evaluate(
 ) -> dict:
     """Metrics of the model and the baselines on the test split; writes the plot files.
 
+    ``model`` names the model's row (``model_label``: its algorithm) and ``algorithm`` its family.
+
     Classification adds ``ece`` (expected calibration error) to every model's metrics and a calibration check of
     the model (``calibration``; a ``warnings`` entry when poor); binary states the positive class.
     """
@@ -403,6 +422,8 @@ def evaluate(
     result = {
         "task": task,
         "rows": len(test_df),
+        "model": model_label(model),
+        "algorithm": getattr(model, "algorithm", "lightgbm"),
         "test": compute_metrics(task, y, scores, model.threshold),
         "baselines": {},
         "warnings": [],

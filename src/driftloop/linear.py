@@ -9,12 +9,15 @@ holds a LightGBM booster: ``predict``, ``model_to_string``, ``feature_name``, ``
 Its design matrix is built from plain numbers kept in the JSON: numeric features imputed with the training
 median, a missing-value indicator where training had missing values, both standardised; categorical features
 one-hot on their ``max_categories`` most frequent training categories (others, unseen and missing: all zeros).
-The regularization strength is chosen on the validation split from a small grid.
+The regularization strength is chosen from a log-spaced grid (``STRENGTH_GRID``: 13 values over 1e-3..1e3) on the
+validation split, or on the tune stage's CV folds (``driftloop.train``): one design matrix per fit set, the grid fitted
+as a regularization path (strongest regularization first, each fit warm-started from the previous coefficients).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +25,35 @@ import numpy as np
 import pandas as pd
 
 LINEAR_FORMAT = "driftloop.linear/1"
-C_GRID = (0.01, 0.1, 1.0, 10.0)  # logistic regression: inverse regularization strengths tried
-ALPHA_GRID = (0.1, 1.0, 10.0, 100.0)  # Ridge: regularization strengths tried
+STRENGTH_GRID = tuple(float(f"{10**e:.4g}") for e in np.arange(-3.0, 3.01, 0.5))  # 1e-3, 3.162e-3, ..., 1e3
+C_GRID = STRENGTH_GRID  # logistic regression: inverse regularization strengths tried (C)
+ALPHA_GRID = STRENGTH_GRID  # Ridge: regularization strengths tried (alpha, on the standardised design)
+
+
+def strength_grid(task: str) -> tuple[float, ...]:
+    """The strengths tried, the strongest regularization first (the order of the warm-started path)."""
+    return tuple(sorted(ALPHA_GRID, reverse=True)) if task == "regression" else tuple(sorted(C_GRID))
+
+
+def selection_key(task: str, metrics: dict[str, float]) -> tuple[float, ...]:
+    """Larger is better: the primary metric, ties broken by log loss (classification; the probabilities feed
+    the threshold and the calibration). Used for the strength on validation rows or on CV fold means."""
+    from driftloop.model import HIGHER_IS_BETTER, PRIMARY_METRIC
+
+    metric = PRIMARY_METRIC[task]
+    primary = metrics[metric] if HIGHER_IS_BETTER[metric] else -metrics[metric]
+    tie = -metrics["log_loss"] if task != "regression" and metric != "log_loss" else 0.0
+    return tuple(round(v, 12) if np.isfinite(v) else -np.inf for v in (primary, tie))
+
+
+def selection_metrics(task: str, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """The metrics ``selection_key`` reads (the primary one and the log loss), without the rest of
+    ``compute_metrics`` (the grid is scored 13 times per fold)."""
+    from driftloop.evaluate import metric_value
+    from driftloop.model import PRIMARY_METRIC
+
+    names = {PRIMARY_METRIC[task]} | ({"log_loss"} if task != "regression" else set())
+    return {name: metric_value(task, name, y, scores) for name in names}
 
 
 @dataclass
@@ -78,38 +108,48 @@ class LinearModel:
         return [len(c["categories"]) if c["kind"] == "categorical" else 1 + ("missing_mean" in c) for c in self.columns]
 
     # ------------------------------------------------------------------ fitting
-    def _estimator(self, strength: float):
+    def _estimator(self, strength: float, warm_start: bool = False):
         from sklearn.linear_model import LogisticRegression, Ridge
 
         if self.task == "regression":
             return Ridge(alpha=strength)
-        return LogisticRegression(C=strength, max_iter=1000, random_state=self.seed)
+        return LogisticRegression(C=strength, max_iter=1000, random_state=self.seed, warm_start=warm_start)
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None) -> LinearModel:
         self._learn_columns(X)
         est = self._estimator(self.strength if self.strength is not None else 1.0)
-        est.fit(self.design(X), y, sample_weight=sample_weight)
+        with _quiet():
+            est.fit(self.design(X), y, sample_weight=sample_weight)
         self.coef = np.atleast_2d(est.coef_).tolist()
         self.intercept = np.atleast_1d(est.intercept_).astype(float).tolist()
         return self
 
+    def path_scores(
+        self, X: pd.DataFrame, y: np.ndarray, X_valid: pd.DataFrame, sample_weight: np.ndarray | None = None
+    ) -> dict[float, np.ndarray]:
+        """``scores`` of ``X_valid`` for every strength of the grid fitted on ``X``: one design matrix, the
+        strongest regularization first, each fit warm-started from the previous one's coefficients (LBFGS;
+        Ridge is solved directly). Leaves this model's columns learnt on ``X`` (not its coefficients)."""
+        self._learn_columns(X)
+        D, Dv = self.design(X), self.design(X_valid)
+        grid = strength_grid(self.task)
+        est = self._estimator(grid[0], warm_start=True)
+        out = {}
+        for strength in grid:
+            est.set_params(**({"alpha": strength} if self.task == "regression" else {"C": strength}))
+            with _quiet():
+                est.fit(D, y, sample_weight=sample_weight)
+            margin = Dv @ np.atleast_2d(est.coef_).T + np.atleast_1d(est.intercept_)
+            out[strength] = self._link(margin)
+        return out
+
     def fit_select(
         self, X: pd.DataFrame, y: np.ndarray, X_valid: pd.DataFrame, y_valid: np.ndarray, sample_weight=None
     ) -> LinearModel:
-        """Fit each strength of the grid on ``X``; keep the one with the best validation score."""
-        from driftloop.evaluate import compute_metrics
-        from driftloop.model import HIGHER_IS_BETTER, PRIMARY_METRIC
-
-        metric = PRIMARY_METRIC[self.task]
-        best = None
-        for strength in ALPHA_GRID if self.task == "regression" else C_GRID:
-            self.strength = strength
-            self.fit(X, y, sample_weight)
-            value = compute_metrics(self.task, y_valid, self.scores(X_valid), None)[metric]
-            better = best is None or (value > best[0] if HIGHER_IS_BETTER[metric] else value < best[0])
-            if better:
-                best = (value, strength)
-        self.strength = best[1]
+        """Fit the grid's path on ``X``; keep the strength with the best validation score (``selection_key``)."""
+        path = self.path_scores(X, y, X_valid, sample_weight)
+        keys = {s: selection_key(self.task, selection_metrics(self.task, y_valid, p)) for s, p in path.items()}
+        self.strength = max(path, key=lambda s: keys[s])  # the first best in path order: the strongest regularization
         return self.fit(X, y, sample_weight)
 
     # ------------------------------------------------------------------ scoring
@@ -118,7 +158,9 @@ class LinearModel:
 
     def scores(self, X: pd.DataFrame) -> np.ndarray:
         """Binary: P(positive); multiclass: (n, k) probabilities; regression: the prediction."""
-        m = self.margin(X)
+        return self._link(self.margin(X))
+
+    def _link(self, m: np.ndarray) -> np.ndarray:
         if self.task == "regression":
             return m[:, 0]
         if self.task == "binary":
@@ -177,3 +219,16 @@ class LinearModel:
 
             raise RegistryError(f"linear model: format is not {LINEAR_FORMAT!r}")
         return cls(**data)
+
+
+@contextmanager
+def _quiet():
+    """Silence scikit-learn's convergence warnings: the weakest regularizations of the grid on separable data do
+    not converge in ``max_iter``; they are candidates like the others, judged on held-out rows."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield

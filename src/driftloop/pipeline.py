@@ -201,7 +201,7 @@ def study_name(params: Params, train_path: Path) -> str:
     budget = {"n_trials", "timeout_seconds", "storage", "study_name", "num_threads"}
     objective = {k: v for k, v in params.tune.model_dump(mode="json").items() if k not in budget}
     parts = [params.base.seed, params.base.target, params.base.task, params.features.model_dump(mode="json"), objective]
-    if params.train.class_weight != "none":  # weighted classes: another objective
+    if params.train.class_weight == "balanced":  # weighted classes: another objective (auto tunes unweighted)
         parts += [params.train.class_weight, params.train.minority_share_auto]
     rp = params.retrain
     if rp.training_data != "all" or rp.coreset_rows:  # other rows or weights: another objective (names kept else)
@@ -463,7 +463,8 @@ def run_train(
     algorithm = result.model.algorithm  # the algorithm selection's choice (driftloop.train.select)
     run = tracking.start_run(client, params, run_name=algorithm, tags={**tags, f"{tracking.TAG}algorithm": algorithm})
     run_id = run.info.run_id
-    lgb_logged = {f"lgb.{k}": json.dumps(v) for k, v in best["lgb_params"].items()}
+    # the train stage's parameters: the tune stage's, with train.class_weight auto's scale_pos_weight when chosen
+    lgb_logged = {f"lgb.{k}": json.dumps(v) for k, v in (result.lgb_params or best["lgb_params"]).items()}
     tracking.log_batch(
         client,
         run_id,
@@ -487,6 +488,8 @@ def run_train(
     )
     if result.selection:
         client.log_table(run_id, pd.DataFrame(result.selection), "algorithm_selection_valid.json")
+    if result.class_weight:
+        client.log_dict(run_id, result.class_weight, "class_weight.json")
     if report:
         client.log_dict(run_id, report, "validation.json")
         tracking.log_batch(client, run_id, metrics={"validation_warnings": report.get("n_warnings", 0)})
@@ -562,7 +565,7 @@ def run_evaluate(
         if name in result["baselines"]:
             tracking.log_batch(client, child, metrics={f"test_{k}": v for k, v in result["baselines"][name].items()})
     table = pd.DataFrame(
-        [{"model": "lightgbm (tuned)", **result["test"]}] + [{"model": k, **v} for k, v in result["baselines"].items()]
+        [{"model": result["model"], **result["test"]}] + [{"model": k, **v} for k, v in result["baselines"].items()]
     )
     client.log_table(run_id, table, "algorithm_selection.json")
     client.set_terminated(run_id)

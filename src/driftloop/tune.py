@@ -121,7 +121,9 @@ class BackgroundCallback:
 
 def class_weighting(task: str, y: np.ndarray, how: str, auto_share: float) -> dict[str, Any]:
     """``train.class_weight`` for labels ``y`` (train rows): ``{"fixed": {...}}`` LightGBM parameters,
-    ``{"search": {name: (low, high)}}`` to tune, ``{"class_weights": array}`` per class code (multiclass), or {}."""
+    ``{"choose": [scale_pos_weight, ...]}`` for the train stage to choose from after an unweighted study (auto:
+    1, sqrt(neg/pos) and neg/pos; ``driftloop.train``), ``{"class_weights": array}`` per class code
+    (multiclass), or {}."""
     if task == "regression" or how == "none":
         return {}
     counts = np.bincount(y).astype(float)
@@ -130,7 +132,9 @@ def class_weighting(task: str, y: np.ndarray, how: str, auto_share: float) -> di
         if how == "balanced":
             return {"fixed": {"scale_pos_weight": float(ratio)}}
         share = counts.min() / counts.sum()
-        return {"search": {"scale_pos_weight": (1.0, float(ratio))}} if share < auto_share and ratio > 1 else {}
+        if share < auto_share and ratio > 1:
+            return {"choose": [1.0, float(np.sqrt(ratio)), float(ratio)]}
+        return {}
     if how == "balanced":  # multiclass: rows weighted as scikit-learn's "balanced"
         return {"class_weights": counts.sum() / (len(counts) * np.maximum(counts, 1.0))}
     return {}
@@ -144,21 +148,14 @@ def row_weights(weighting: dict[str, Any], y: np.ndarray, weight: np.ndarray | N
     return w if weight is None else w * weight
 
 
-def search_space(
-    trial,
-    space: SpaceParams | None = None,
-    grid: dict[str, list] | None = None,
-    extra: dict[str, tuple[float, float]] | None = None,
-) -> dict[str, Any]:
+def search_space(trial, space: SpaceParams | None = None, grid: dict[str, list] | None = None) -> dict[str, Any]:
     """The trial's LightGBM parameters: every key of ``LGBM_DEFAULTS``.
 
     ``space`` (``tune.space``) gives the bounds; a parameter whose low equals its high is fixed, not suggested.
     With ``grid`` (``tune.sampler: grid``) only the grid's parameters are suggested, from its value lists; the
-    rest keep LightGBM's defaults. ``extra``: more parameters searched log-uniformly (``scale_pos_weight``).
+    rest keep LightGBM's defaults. (``train.class_weight: auto`` is not searched here: see ``class_weighting``.)
     """
     out = {}
-    for name, (low, high) in (extra or {}).items():
-        out[name] = trial.suggest_float(name, low, high, log=True)
     if grid:
         out.update(LGBM_DEFAULTS)
         for name, values in grid.items():
@@ -939,7 +936,7 @@ def tune(
                     deferred.append(warm_start)
 
         def objective(trial) -> float:
-            tuned = search_space(trial, tp.space, grid, weighting.get("search"))
+            tuned = search_space(trial, tp.space, grid)
             fault_point(trial_point)
             cb = [_metric_callback(trial, metric, tp.report_every)] if pruning else []
             if timeout is not None:

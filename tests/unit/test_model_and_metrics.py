@@ -202,8 +202,11 @@ def test_evaluate_writes_every_output_and_computes_features_once(trained, splits
     )
     assert calls == [len(test)]
     assert set(result) == {"task", "rows", "test", "baselines", "warnings", "positive_class", "positive_rule"} | {
-        "calibration"
+        "calibration",
+        "model",
+        "algorithm",
     }
+    assert result["model"] == "lightgbm (tuned)" and result["algorithm"] == "lightgbm"
     assert result["positive_class"] == "1" and result["positive_rule"] == "minority"  # 14 % defaults
     y = model.encoder.encode(test["default"])
     expected = compute_metrics("binary", y, model.predict_scores(test), model.threshold)

@@ -3,6 +3,7 @@ final refit on train+valid: real Optuna and LightGBM on a few hundred rows."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -247,7 +248,7 @@ def test_class_weighting_by_params():
 
     y = np.r_[np.zeros(95, int), np.ones(5, int)]
     assert class_weighting("binary", y, "balanced", 0.2) == {"fixed": {"scale_pos_weight": 19.0}}
-    assert class_weighting("binary", y, "auto", 0.2) == {"search": {"scale_pos_weight": (1.0, 19.0)}}
+    assert class_weighting("binary", y, "auto", 0.2) == {"choose": [1.0, pytest.approx(19.0**0.5), 19.0]}
     assert class_weighting("binary", np.tile([0, 1], 50), "auto", 0.2) == {}  # balanced data: nothing
     assert class_weighting("binary", y, "none", 0.2) == {} and class_weighting("regression", y, "balanced", 0.2) == {}
     multi = class_weighting("multiclass", np.r_[np.zeros(60, int), np.ones(30, int), np.full(10, 2)], "balanced", 0.2)
@@ -255,21 +256,69 @@ def test_class_weighting_by_params():
     np.testing.assert_allclose(row_weights(multi, np.array([2, 0]), np.array([2.0, 1.0])), [200 / 30, 100 / 180])
 
 
-def test_auto_class_weight_searches_scale_pos_weight_on_imbalanced_data():
+def test_auto_class_weight_tunes_unweighted_and_chooses_the_weight_on_held_out_pr_auc(monkeypatch, tmp_path):
+    """auto: the study is the unweighted one; the train stage scores scale_pos_weight 1, sqrt(neg/pos) and neg/pos
+    by held-out PR AUC and keeps the best, the unweighted model on a tie (issue 14: searching the weight in the
+    study gave a lower test PR AUC than none)."""
+    from driftloop import train as train_module
+    from driftloop.train import train
+
     X_tr, y_tr, X_va, y_va = _data(800)
     rare = lambda y, X: (y & (X["x2"].to_numpy() > 0.8)).astype(int)  # noqa: E731 - ~10 % positives
     y_tr, y_va = rare(y_tr, X_tr), rare(y_va, X_va)
-    p = _params(n_trials=6, cv_folds=0).model_copy(
-        update={"train": Params().train.model_copy(update={"class_weight": "auto"})}
+    p = _params(n_trials=4, cv_folds=0).model_copy(
+        update={"train": Params().train.model_copy(update={"class_weight": "auto", "candidates": []})}
     )
-    result = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p, study_name="cw")
-    ratio = (y_tr == 0).sum() / (y_tr == 1).sum()
-    values = [t.params["scale_pos_weight"] for t in result.study.trials]
-    assert all(1.0 <= v <= ratio for v in values) and len(set(values)) == 6
-    assert "scale_pos_weight" in result.lgb_params
     p_none = p.model_copy(update={"train": p.train.model_copy(update={"class_weight": "none"})})
-    result = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p_none, study_name="cw0")
-    assert "scale_pos_weight" not in result.lgb_params
+    auto = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p, study_name="cw")
+    none = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p_none, study_name="cw0")
+    assert auto.lgb_params == none.lgb_params and "scale_pos_weight" not in auto.lgb_params  # the same study
+    from driftloop.pipeline import study_name
+
+    f = tmp_path / "train.parquet"
+    f.write_bytes(b"rows")
+    balanced = p.model_copy(update={"train": p.train.model_copy(update={"class_weight": "balanced"})})
+    assert study_name(p, f) == study_name(p_none, f) != study_name(balanced, f)  # auto resumes the unweighted study
+    train_df, valid_df = X_tr.assign(y=y_tr), X_va.assign(y=y_va)
+    result = train(train_df, valid_df, p, "binary", auto.lgb_params)
+    table = result.class_weight["candidates"]
+    ratio = (y_tr == 0).sum() / (y_tr == 1).sum()
+    assert [r["scale_pos_weight"] for r in table] == pytest.approx([1.0, ratio**0.5, ratio])
+    chosen = result.class_weight["chosen"]
+    sure = [r for r in table[1:] if r["pr_auc"] > table[0]["pr_auc"] and r["gain_low"] > 0]
+    assert chosen == (max(sure, key=lambda r: r["pr_auc"])["scale_pos_weight"] if sure else 1.0)
+    assert result.lgb_params.get("scale_pos_weight", 1.0) == chosen
+    assert "class_weight" not in train(train_df, valid_df, p_none, "binary", none.lgb_params).class_weight
+    # after a cross-validated study: scored out of fold on the tune folds, with rounds for train + valid
+    p_cv = p.model_copy(update={"tune": p.tune.model_copy(update={"cv_folds": 3})})
+    cv = train(train_df, valid_df, p_cv, "binary", auto.lgb_params, tuned_cv=("auc", auto.best_value))
+    assert cv.class_weight["validation"].startswith("3-fold CV")
+    assert all(r["rounds"] >= 1 for r in cv.class_weight["candidates"])
+    # the noise guard: a clear gain's low bound is above 0; the same scores' is 0; a noisy copy's below 0
+    from driftloop.train import _pr_auc_gain_low
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.05).astype(int)
+    weak = y * 0.5 + rng.random(2000)
+    assert _pr_auc_gain_low(y, weak, y * 2.0 + rng.random(2000), 0) > 0.1
+    assert _pr_auc_gain_low(y, weak, weak, 0) == 0.0
+    assert _pr_auc_gain_low(y, weak, weak + rng.normal(scale=0.05, size=2000), 0) < 0
+    # a weight that measures better is taken (and refit); one that measures worse never is
+    scores = {1.0: 0.30, ratio**0.5: 0.35, ratio: 0.20}
+    real = train_module._choose_scale_pos_weight
+
+    def rigged(candidates, *args):
+        out = real(candidates, *args)
+        for row in out["candidates"]:
+            row["pr_auc"] = min(scores.items(), key=lambda kv: abs(kv[0] - row["scale_pos_weight"]))[1]
+        out["chosen"] = max(out["candidates"], key=lambda r: (r["pr_auc"], -r["scale_pos_weight"]))["scale_pos_weight"]
+        return out
+
+    monkeypatch.setattr(train_module, "_choose_scale_pos_weight", rigged)
+    weighted = train(train_df, valid_df, p, "binary", auto.lgb_params)
+    assert weighted.lgb_params["scale_pos_weight"] == pytest.approx(ratio**0.5)
+    X = valid_df.drop(columns="y")
+    assert not np.allclose(weighted.model.predict_scores(X), result.model.predict_scores(X))
 
 
 # ------------------------------------------------------------------ algorithm selection
@@ -308,6 +357,73 @@ def test_linear_model_wins_on_linear_data_and_is_stored_as_json(tmp_path):
     contrib = model.booster.predict(model.features(raw), pred_contrib=True)  # SHAP plot: exact for a linear model
     np.testing.assert_allclose(contrib.sum(axis=1), model.booster.predict(model.features(raw), raw_score=True))
     assert list(model.feature_importance().index[:2]) != ["x3", "x3"]
+
+
+def test_a_selected_linear_model_is_named_by_its_algorithm_in_the_test_table(tmp_path):
+    """evaluate's ``model`` row (metrics.json, the CLI table, MLflow's algorithm_selection.json) names the
+    registered model's algorithm: not "lightgbm (tuned)" when the linear candidate won (issue 14)."""
+    from driftloop import cli
+    from driftloop.evaluate import evaluate, model_label
+    from driftloop.train import train
+
+    p = _params(cv_folds=0)
+    train_df, valid_df = _linear_frames()
+    result = train(train_df, valid_df, p, "binary", lgb_params("binary", 2, p.tune, 0, dict(LGBM_DEFAULTS)))
+    assert result.model.algorithm == "linear"
+    metrics = evaluate(
+        result.model,
+        result.baselines,
+        valid_df,
+        plots_dir=tmp_path,
+        shap_rows=50,
+        curve_points=20,
+        calibration_bins=5,
+        seed=0,
+    )
+    assert metrics["model"] == "logistic (selected)" and metrics["algorithm"] == "linear"
+    # the selected model is the logistic baseline's estimator (refit on train+valid): the same test scores
+    assert metrics["test"]["roc_auc"] == pytest.approx(metrics["baselines"]["logistic"]["roc_auc"])
+    with cli.out.capture() as cap:
+        cli._print_metrics(metrics)
+    assert "logistic (selected)" in cap.get() and "lightgbm" not in cap.get()
+    # a regression target: the linear model is Ridge
+    encoder = type(result.model.encoder).fit(pd.Series([0.5, 1.5]), "regression")
+    assert model_label(dataclasses.replace(result.model, encoder=encoder)) == "ridge (selected)"
+    lgbm = train(
+        train_df,
+        valid_df,
+        p.model_copy(update={"train": p.train.model_copy(update={"candidates": []})}),
+        "binary",
+        lgb_params("binary", 2, p.tune, 0, dict(LGBM_DEFAULTS)),
+    ).model
+    assert model_label(lgbm) == "lightgbm (tuned)"
+
+
+def test_the_linear_grid_is_log_spaced_and_its_warm_started_path_matches_single_fits():
+    from driftloop.linear import C_GRID, LinearModel, selection_key, strength_grid
+
+    assert len(C_GRID) == 13 and min(C_GRID) == 1e-3 and max(C_GRID) == 1e3
+    np.testing.assert_allclose(np.diff(np.log10(sorted(C_GRID))), 0.5, atol=1e-3)
+    assert strength_grid("binary")[0] == 1e-3 and strength_grid("regression")[0] == 1e3  # strongest first
+    train_df, valid_df = _linear_frames()
+    X, y, Xv = train_df.drop(columns="y"), train_df["y"].to_numpy(), valid_df.drop(columns="y")
+    X["city"], Xv["city"] = X["city"].astype("category"), Xv["city"].astype("category")
+    path = LinearModel("binary").path_scores(X, y, Xv)
+    assert list(path) == list(strength_grid("binary"))
+    for c in (1e-3, 0.1, 10.0):
+        np.testing.assert_allclose(path[c], LinearModel("binary", strength=c).fit(X, y).scores(Xv), atol=1e-3)
+    assert np.ptp(path[1e-3]) < np.ptp(path[1e3])  # the regularization does act
+    Xr, yr = X[["x0", "x1"]], train_df["x0"].to_numpy() * 3 + 1
+    ridge = LinearModel("regression").path_scores(Xr, yr, Xv[["x0", "x1"]])
+    assert np.abs(ridge[1e-3] - (Xv["x0"].to_numpy() * 3 + 1)).max() < 1e-3  # alpha 1e-3: (nearly) least squares
+    # the strength: the primary metric, ties broken by the log loss; a NaN metric never wins
+    assert selection_key("binary", {"roc_auc": 0.9, "log_loss": 0.3}) > selection_key(
+        "binary", {"roc_auc": 0.9, "log_loss": 0.4}
+    )
+    assert selection_key("binary", {"roc_auc": float("nan"), "log_loss": 0.1}) < selection_key(
+        "binary", {"roc_auc": 0.5, "log_loss": 0.7}
+    )
+    assert selection_key("regression", {"rmse": 1.0}) > selection_key("regression", {"rmse": 2.0})
 
 
 def test_lightgbm_stays_on_a_tie_and_without_linear_candidate():
@@ -369,11 +485,35 @@ def test_after_a_cross_validated_study_the_selection_compares_cv_means_on_the_sa
     res = tune(X_tr, y_tr, X_va, y_va, "binary", 2, p, study_name="cvsel")
     result = train(train_df, valid_df, p, "binary", res.lgb_params, tuned_cv=(res.metric, res.best_value))
     table = {r["model"]: r for r in result.selection}
-    assert table["lightgbm"]["cv"] == pytest.approx(res.best_value)
+    assert table["lightgbm"]["cv_tune"] == pytest.approx(res.best_value)  # the tune folds' (optimistic) value
     assert 0.5 < table["logistic"]["cv"] <= 1 and table["hist_gradient_boosting"]["cv"] is None
     winner = max(("lightgbm", "logistic"), key=lambda m: (table[m]["cv"], m == "lightgbm"))
     assert table[winner]["selected"]
     assert result.model.algorithm == ("linear" if winner == "logistic" else "lightgbm")
+    # the comparison: both chosen configurations scored once on the same fresh folds (base.seed + 1)
+    from driftloop.evaluate import compute_metrics
+    from driftloop.linear import LinearModel
+
+    X_all, y_all = pd.concat([X_tr, X_va], ignore_index=True), np.concatenate([y_tr, y_va])
+    fresh = validation_plan(p.tune, "binary", y_all, len(y_tr), p.base.seed + 1)
+    tune_folds = validation_plan(p.tune, "binary", y_all, len(y_tr), p.base.seed)
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(fresh.folds, tune_folds.folds, strict=True))
+    strength = result.baselines["logistic"]["estimator"].strength
+    by_hand = [
+        compute_metrics(
+            "binary",
+            y_all[va],
+            LinearModel("binary", seed=p.base.seed, strength=strength)
+            .fit(X_all.iloc[tr], y_all[tr])
+            .scores(X_all.iloc[va]),
+        )["roc_auc"]
+        for tr, va in fresh.folds
+    ]
+    assert table["logistic"]["cv"] == pytest.approx(np.mean(by_hand))
+    # an optimistic tune value (the best of many trials on its folds) does not win by itself: the fresh folds decide
+    lucky = train(train_df, valid_df, p, "binary", res.lgb_params, tuned_cv=("auc", 0.9999))
+    assert {r["model"]: r["cv"] for r in lucky.selection} == {r["model"]: r["cv"] for r in result.selection}
+    assert lucky.model.algorithm == result.model.algorithm == "linear"  # LightGBM had the tune value 0.9999
     # a metric that is not the primary one (log loss tuned, ROC AUC gated): the validation split decides
     other = train(train_df, valid_df, p, "binary", res.lgb_params, tuned_cv=("binary_logloss", 0.3))
     assert all("cv" not in r for r in other.selection)
