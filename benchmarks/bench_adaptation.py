@@ -34,17 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, machine_line, write_json  # noqa: E402
+from bench_judgment import LGB  # noqa: E402  (the same fixed LightGBM parameters as the judgment's recovery part)
 
 TARGET, ID, NEW = "default", "application_id", "_new"
-LGB = {
-    "objective": "binary",
-    "num_leaves": 31,
-    "learning_rate": 0.05,
-    "min_data_in_leaf": 20,
-    "feature_fraction": 0.8,
-    "verbose": -1,
-    "num_threads": 1,
-}
 REGULARIZED = {**LGB, "num_leaves": 15, "min_data_in_leaf": 50, "lambda_l2": 5.0}
 KINDS = {"covariate": {"covariate_shift": 1.0}, "concept": {"concept_drift": 1.0}}
 
