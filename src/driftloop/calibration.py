@@ -1,8 +1,12 @@
 """Performance without labels: calibration fitted at training time, and a confidence-based estimate (CBPE).
 
-At training time an isotonic map from the model's score to P(positive) is fitted on held-out rows (the
-validation split; with ``train.refit``, out-of-fold scores of the refit procedure: ``train.refit_calibration``)
-and stored as JSON with the model (``DriftloopModel.calibration``: no pickle). On an unlabeled
+At training time a map from the model's score to P(positive) is fitted on held-out rows (the validation split;
+with ``train.refit``, out-of-fold scores of the refit procedure: ``train.refit_calibration``) -- Platt scaling of
+the score's logit, stored as knots on the score's quantiles -- and kept as JSON with the model
+(``DriftloopModel.calibration``: no pickle). An isotonic map (the earlier method; such models still load: the same
+knot format) over-fitted its held-out rows: the estimate ran 0.014-0.036 ROC AUC high on drift-free months of the
+refit model (mean |error| 0.021, new category 0.029); Platt: 0.012 and 0.019 (benchmarks/bench_judgment.py, 5
+seeds). On an unlabeled
 batch, every row then counts as a positive with weight ``q`` (its calibrated probability) and as a negative with
 weight ``1 - q``: the expected ROC AUC is the weighted Mann-Whitney statistic over the model's own ranking, the
 expected accuracy the mean probability of the predicted class (NannyML's CBPE does the same for a confusion
@@ -21,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FORMAT = "isotonic-v1"
+FORMAT = "isotonic-v1"  # the knot format (x -> y, linear in between); kept for the models stored before Platt
+KNOTS = 401  # Platt's curve is stored at this many quantiles of the held-out scores
 
 
 @dataclass(frozen=True)
@@ -34,19 +39,22 @@ class Calibration:
 
     @classmethod
     def fit(cls, y: np.ndarray, scores: np.ndarray) -> Calibration:
-        from sklearn.isotonic import IsotonicRegression
+        """Platt scaling of logit(score) on held-out labels, stored as knots at quantiles of those scores."""
+        from sklearn.linear_model import LogisticRegression
 
         y, s = np.asarray(y, dtype=float), np.asarray(scores, dtype=float)
         if len(y) != len(s) or len(y) < 2 or len(np.unique(y)) < 2:
             raise ValueError(f"calibration needs two classes in its held-out rows (got {len(y)} rows)")
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(s, y)
-        return cls(tuple(map(float, iso.X_thresholds_)), tuple(map(float, iso.y_thresholds_)), len(y))
+        platt = LogisticRegression(C=1e6).fit(_logit(s)[:, None], y)
+        x = np.unique(np.quantile(s, np.linspace(0.0, 1.0, KNOTS)))
+        q = platt.predict_proba(_logit(x)[:, None])[:, 1]
+        return cls(tuple(map(float, x)), tuple(map(float, q)), len(y))
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         return np.interp(np.asarray(scores, dtype=float), self.x, self.y)
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "method": "isotonic", "x": list(self.x), "y": list(self.y), "rows": self.rows}
+        return {"format": FORMAT, "method": "platt", "x": list(self.x), "y": list(self.y), "rows": self.rows}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Calibration | None:
@@ -55,6 +63,11 @@ class Calibration:
         if data.get("format") != FORMAT or len(data.get("x", [])) != len(data.get("y", [])) or not data.get("x"):
             raise ValueError(f"model.json: calibration of unknown format {data.get('format')!r}")
         return cls(tuple(map(float, data["x"])), tuple(map(float, data["y"])), int(data.get("rows", 0)))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
