@@ -42,10 +42,10 @@ KINDS = {
 }
 
 
-def one_run(workdir: Path, seed: int, drift: dict, share: float, months: int) -> dict:
+def one_run(workdir: Path, seed: int, drift: dict, share: float, months: int, adapt: str = "revise") -> dict:
     from driftloop import demo
 
-    params = derived_params({"base.seed": seed, "demo.drift": drift, "demo.months": months})
+    params = derived_params({"base.seed": seed, "demo.drift": drift, "demo.months": months, "retrain.adapt": adapt})
     path = workdir / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     demo.WORKSPACE_OVERRIDES["split.time_test_share"] = share
@@ -59,6 +59,7 @@ def one_run(workdir: Path, seed: int, drift: dict, share: float, months: int) ->
         "first_retrain_month": first.month if first else None,
         "promoted": bool(first and (first.retrain or {}).get("alias") == "champion"),
         "gap_closed": summary["gap_closed"]["first_month_after_retrain"],
+        "adapted": bool(first and (first.retrain or {}).get("adapted")),
     }
     if after is not None:
         row.update(never=after.auc_never_retrained, loop=after.auc_retrained, oracle=after.auc_oracle)
@@ -70,11 +71,12 @@ def run(args) -> list[dict]:
     for seed in args.seeds:
         for kind in args.kinds:
             for share in args.shares:
-                with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
-                    row = {"seed": seed, "kind": kind, "share": share}
-                    row.update(one_run(Path(tmp), seed, KINDS[kind], share, args.months))
-                rows.append(row)
-                print(f"  {row}  [{machine()['loadavg']}]", flush=True)
+                for adapt in args.adapts:
+                    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
+                        row = {"seed": seed, "kind": kind, "share": share, "adapt": adapt}
+                        row.update(one_run(Path(tmp), seed, KINDS[kind], share, args.months, adapt))
+                    rows.append(row)
+                    print(f"  {row}  [{machine()['loadavg']}]", flush=True)
     return rows
 
 
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--kinds", type=lambda v: v.split(","), default=["covariate", "concept"])
     ap.add_argument("--shares", type=lambda v: [float(x) for x in v.split(",")], default=[1.0, 0.5])
+    ap.add_argument("--adapts", type=lambda v: v.split(","), default=["none", "revise"], help="retrain.adapt values")
     ap.add_argument("--months", type=int, default=7, help="months of the demo year (drift from demo.drift_from_month)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--report", type=Path, help="print the report of a --json file instead of running")

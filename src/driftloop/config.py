@@ -289,6 +289,12 @@ class RetrainParams(_Section):
     # probability weights (driftloop.training_data.coreset); null: every row
     coreset_rows: int | None = Field(None, ge=1_000)
     coreset_bins: int = Field(10, ge=1, le=100)
+    # binary, time split with split.time_test_share < 1: revise the model fitted on the older rows on the newest
+    # period's training rows (each feature's contribution re-weighted, shrunk toward the old model) and average it
+    # with the retrain, when the revision's out-of-fold log loss there is significantly better (driftloop.adapt);
+    # none: the retrain alone
+    adapt: Literal["none", "revise"] = "revise"
+    adapt_min_rows: int = Field(500, ge=50)  # fewer newest-period training rows than this: no revision is tried
 
 
 class EvaluateParams(_Section):

@@ -464,6 +464,14 @@ def train_oracle(wp: Params, demo: DemoParams, first_model, lgb_params: dict):
     return train(parts["train"], parts["valid"], plain, "binary", lgb_params).model
 
 
+def _adapted() -> bool:
+    """Whether the retrained model is the revised ensemble (retrain.adapt; ``models/model.pkl`` of the workspace)."""
+    from driftloop.pipeline import load_pickle
+
+    path = Path("models/model.pkl")
+    return path.exists() and bool(getattr(load_pickle(path), "revised", False))
+
+
 def _gate_rows(decision: dict) -> dict[str, Any]:
     """Which rows the gate compared the models on (``register.unseen_rows``' audit), in short."""
     g = decision.get("gate_rows") or {}
@@ -621,6 +629,7 @@ def _run_year(out: Path, raw: dict, base: Params, demo: DemoParams, say, t_start
                     "improvement": decision.get("improvement"),
                     "gate_rows": _gate_rows(decision),
                     "test_period": _test_period(wp.split.time_column) if wp.split.time_column else None,
+                    "adapted": _adapted(),
                     "seconds": round(dt_retrain, 1),
                 }
                 say(

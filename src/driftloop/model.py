@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from driftloop.adapt import FORMAT as ADAPTATION_FORMAT
+from driftloop.adapt import RevisedEnsemble
 from driftloop.features import Preprocessor
 
 # the declarative format of the logged model (model.json + booster.txt); bump when either changes incompatibly
@@ -168,6 +170,7 @@ class DriftloopModel:
             **({"calibration": self.calibration} if getattr(self, "calibration", None) else {}),
             **({"threshold_objective": self.threshold_objective} if getattr(self, "threshold_objective", None) else {}),
             **({"algorithm": self.algorithm} if getattr(self, "algorithm", "lightgbm") != "lightgbm" else {}),
+            **({"adaptation": ADAPTATION_FORMAT} if self.revised else {}),
         }
 
     def booster_text(self) -> str:
@@ -189,6 +192,8 @@ class DriftloopModel:
             from driftloop.linear import LinearModel
 
             booster = LinearModel.from_string(booster_text)
+        elif algorithm == "lightgbm" and data.get("adaptation"):  # a retrain adapted by model revision
+            booster = RevisedEnsemble.from_string(booster_text)
         elif algorithm == "lightgbm":
             booster = lgb.Booster(model_str=booster_text)
         else:
@@ -215,6 +220,11 @@ class DriftloopModel:
     @property
     def task(self) -> str:
         return self.encoder.task
+
+    @property
+    def revised(self) -> bool:
+        """A retrain adapted to the newest regime (driftloop.adapt: the retrained and the revised base booster)."""
+        return isinstance(self.booster, RevisedEnsemble)
 
     def features(self, raw: pd.DataFrame) -> pd.DataFrame:
         return self.preprocessor.transform(raw)

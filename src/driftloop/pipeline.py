@@ -12,6 +12,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from driftloop.config import Params
@@ -152,6 +153,22 @@ def _training_rows(params: Params, splits: dict[str, pd.DataFrame]):
     chosen = select(splits["train"], splits["valid"], params)
     weights = (chosen.train_weight, chosen.valid_weight)
     return {**splits, "train": chosen.train, "valid": chosen.valid}, weights, chosen.info
+
+
+def newest_period_rows(params: Params, valid: pd.DataFrame, test_path: Path) -> np.ndarray | None:
+    """A mask of the valid rows from the test split's period onward: a time split with ``split.time_test_share`` < 1
+    sends the rest of the newest period there (``driftloop.data.split``); None for any other split."""
+    column = params.split.time_column
+    if column is None or params.split.time_test_share >= 1.0 or column not in valid.columns or valid.empty:
+        return None
+    test_times = pd.read_parquet(test_path, columns=[column])[column]
+    if test_times.empty:
+        return None
+
+    def times(s: pd.Series) -> pd.Series:
+        return s if pd.api.types.is_numeric_dtype(s) else pd.to_datetime(s, errors="coerce")
+
+    return (times(valid[column]) >= times(test_times).min()).to_numpy()
 
 
 def retrain_budget(params: Params, has_champion: bool) -> Params:
@@ -446,6 +463,7 @@ def run_train(
         weight=weights[0],
         valid_weight=weights[1],
         tuned_cv=(best["metric"], best["best_value"]) if cross_validated else None,
+        recent=newest_period_rows(params, fitted["valid"], split_paths(split_dir)["test"]),
     )
     report = json.loads(Path(validation).read_text()) if Path(validation).exists() else {}
     result.model.ignored = list(report.get("dropped_columns", []))
@@ -490,6 +508,9 @@ def run_train(
         client.log_table(run_id, pd.DataFrame(result.selection), "algorithm_selection_valid.json")
     if result.class_weight:
         client.log_dict(run_id, result.class_weight, "class_weight.json")
+    if result.adaptation:  # retrain.adapt: the revision's evidence on the newest period's rows
+        client.log_dict(run_id, result.adaptation, "adaptation.json")
+        tracking.log_batch(client, run_id, params={"adapted": result.adaptation["adopted"]})
     if report:
         client.log_dict(run_id, report, "validation.json")
         tracking.log_batch(client, run_id, metrics={"validation_warnings": report.get("n_warnings", 0)})

@@ -32,6 +32,8 @@ class TrainResult:
     # train.class_weight auto: the scale_pos_weight candidates' validation PR AUC and the one chosen
     class_weight: dict[str, Any] = field(default_factory=dict)
     lgb_params: dict[str, Any] = field(default_factory=dict)  # LightGBM's parameters as fitted
+    # retrain.adapt: the model revision's evidence on the newest period's rows and whether it was adopted
+    adaptation: dict[str, Any] = field(default_factory=dict)
 
 
 def feature_frame(df: pd.DataFrame, params: Params) -> pd.DataFrame:
@@ -155,6 +157,7 @@ def train(
     weight: np.ndarray | None = None,
     valid_weight: np.ndarray | None = None,
     tuned_cv: tuple[str, float] | None = None,
+    recent: np.ndarray | None = None,
 ) -> TrainResult:
     """Fit, validate and (``train.refit``) refit on train + valid; see the module docstring.
 
@@ -164,6 +167,8 @@ def train(
     ``tuned_cv``: (LightGBM metric, value) of the tune stage's best trial when it cross-validated: the linear
     candidate's strength is then chosen on the same folds and the selection compares the two chosen configurations'
     CV means on fresh folds (``_linear_cv``; a single small validation split is too noisy to choose by).
+    ``recent``: a mask of the valid rows from the newest period (time split, ``split.time_test_share`` < 1), where
+    ``retrain.adapt`` revises the model fitted on train alone (``driftloop.adapt``).
     """
     from driftloop.evaluate import compute_metrics
     from driftloop.tune import (
@@ -273,9 +278,35 @@ def train(
             from driftloop.calibration import Calibration
 
             model.calibration = Calibration.fit(y_valid, scores).to_dict()
+    adaptation: dict[str, Any] = {}
+    if model.algorithm == "lightgbm" and task == "binary" and recent is not None and params.retrain.adapt == "revise":
+        adaptation = _adapt(model, booster, X_valid[recent], y_valid[recent], params)
     return TrainResult(
-        model, baselines, valid_metrics, int(best_iteration), rounds, fit_rows, selection, class_weight, lgb_params
+        model,
+        baselines,
+        valid_metrics,
+        int(best_iteration),
+        rounds,
+        fit_rows,
+        selection,
+        class_weight,
+        lgb_params,
+        adaptation,
     )
+
+
+def _adapt(model: DriftloopModel, base, X_recent: pd.DataFrame, y_recent: np.ndarray, params: Params) -> dict:
+    """``retrain.adapt`` revise: ``model``'s booster becomes the mean of itself and ``base`` (fitted on train alone:
+    it never saw the newest period) revised on the newest period's rows, when the revision is adopted there."""
+    from driftloop.adapt import revise
+
+    n, positives = len(y_recent), int(np.sum(y_recent))
+    if n < params.retrain.adapt_min_rows or positives == 0 or positives == n:
+        return {"rows": n, "positives": positives, "adopted": False, "reason": "too few newest-period rows"}
+    ensemble, evidence = revise(model.booster, base, X_recent, y_recent, params.base.seed)
+    if ensemble is not None:
+        model.booster = ensemble
+    return evidence
 
 
 CLASS_WEIGHT_BOOTSTRAP = 200  # class_weight auto: stratified resamples of the held-out rows
