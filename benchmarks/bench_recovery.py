@@ -16,7 +16,7 @@ the benchmark sets each value there in turn.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_recovery.py --seeds 3                      # 12 demo runs; ~2.5 min each, quiet
+    .venv/bin/python benchmarks/bench_recovery.py --seeds 5 --shares 0.5              # 20 demo runs; ~2 min each, quiet
     .venv/bin/python benchmarks/bench_recovery.py --seeds 5 --shares 0.5 --json bench_recovery.json
 """
 
@@ -87,29 +87,38 @@ def report(rows: list[dict], args) -> None:
         "kind's gap is tiny"
     )
     print(
-        f"{'kind':<10} {'share':>6} {'runs':>5} {'promoted':>9} {'never':>7} {'loop':>7} {'oracle':>7} "
-        f"{'gap closed':>11} {'of the means':>13}"
+        f"{'kind':<10} {'share':>6} {'adapt':>7} {'runs':>5} {'promoted':>9} {'adapted':>8} {'never':>7} {'loop':>7} "
+        f"{'oracle':>7} {'gap closed':>11} {'of the means':>13}"
     )
-    for kind in args.kinds:
-        for share in args.shares:
-            sel = [r for r in rows if r["kind"] == kind and r["share"] == share and r.get("loop") is not None]
-            if not sel:
-                continue
-            gaps = [r["gap_closed"] for r in sel if r["gap_closed"] is not None]
-            mean_gap = statistics.fmean(gaps) if gaps else float("nan")  # runs whose gap is under 0.001 AUC: none
+    cells = sorted({(r["kind"], r["share"], r.get("adapt", "none")) for r in rows}, key=str)
+    for kind, share, adapt in cells:
+        sel = [
+            r
+            for r in rows
+            if (r["kind"], r["share"], r.get("adapt", "none")) == (kind, share, adapt) and r.get("loop") is not None
+        ]
+        if not sel:
+            continue
+        gaps = [r["gap_closed"] for r in sel if r["gap_closed"] is not None]
+        mean_gap = statistics.fmean(gaps) if gaps else float("nan")  # runs whose gap is under 0.001 AUC: none
 
-            def mean(key: str, sel: list[dict] = sel) -> float:
-                return statistics.fmean(r[key] for r in sel)
+        def mean(key: str, sel: list[dict] = sel) -> float:
+            return statistics.fmean(r[key] for r in sel)
 
-            print(
-                f"{kind:<10} {share:>6.2f} {len(sel):>5} {sum(r['promoted'] for r in sel):>9} {mean('never'):>7.4f} "
-                f"{mean('loop'):>7.4f} {mean('oracle'):>7.4f} {mean_gap:>10.0%} "
-                f"{(mean('loop') - mean('never')) / (mean('oracle') - mean('never')):>13.0%}"
-            )
-    for share in args.shares:
-        gaps = [r["gap_closed"] for r in rows if r["share"] == share and r["gap_closed"] is not None]
+        print(
+            f"{kind:<10} {share:>6.2f} {adapt:>7} {len(sel):>5} {sum(r['promoted'] for r in sel):>9} "
+            f"{sum(r.get('adapted', False) for r in sel):>8} {mean('never'):>7.4f} "
+            f"{mean('loop'):>7.4f} {mean('oracle'):>7.4f} {mean_gap:>10.0%} "
+            f"{(mean('loop') - mean('never')) / (mean('oracle') - mean('never')):>13.0%}"
+        )
+    for share, adapt in sorted({(r["share"], r.get("adapt", "none")) for r in rows}, key=str):
+        sel = [r for r in rows if (r["share"], r.get("adapt", "none")) == (share, adapt)]
+        gaps = [r["gap_closed"] for r in sel if r["gap_closed"] is not None]
         if gaps:
-            print(f"all kinds, share {share:.2f}: gap closed {statistics.fmean(gaps):.0%} over {len(gaps)} runs")
+            print(
+                f"all kinds, share {share:.2f}, adapt {adapt}: "
+                f"gap closed {statistics.fmean(gaps):.0%} over {len(gaps)} runs"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
