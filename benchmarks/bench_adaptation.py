@@ -15,7 +15,11 @@ concept drift; magnitude 1) one drifted month of ``--new-rows`` rows joins them;
 - ``regime, regularized``: the same with 15 leaves, 50 rows a leaf, L2 5 (what tuning on the new rows could pick);
 - ``new only``: the drifted month alone;
 - ``continued``: the champion's trees continued on the new rows (LightGBM ``init_model``);
-- ``ensemble``: the sum of the raw scores of ``regime`` and ``new only``.
+- ``ensemble``: the sum of the raw scores of ``regime`` and ``new only``;
+- ``revised``: the champion's per-feature path contributions re-weighted on the new rows (``driftloop.adapt``:
+  model revision, the penalty chosen by 5-fold CV);
+- ``revised + all``: the mean log-odds of ``revised`` and ``all`` (driftloop's ``retrain.adapt: revise``, which
+  revises the model fitted on the older rows when the revision is adopted; here it always is).
 
 Gap closed = (strategy - never) / (oracle - never), per seed and kind, then averaged.
 
@@ -107,6 +111,7 @@ def run(args) -> list[dict]:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
+    from driftloop.adapt import PathTables, fit_revision
     from driftloop.data.simulate import simulate
 
     rows = []
@@ -125,7 +130,8 @@ def run(args) -> list[dict]:
             plain = (tr.drop(columns=NEW), va.drop(columns=NEW))
             flagged = after.assign(**{NEW: 1})
             row = {"seed": seed, "kind": kind, "never": _auc(champion, after), "oracle": _auc(oracle, after)}
-            row["all"] = _auc(_fit(*plain, seed), after)
+            all_rows = _fit(*plain, seed)
+            row["all"] = _auc(all_rows, after)
             row["new x0.5"] = _auc(_fit(*plain, seed, weight=_up(n_tr), valid_weight=_up(n_va)), after)
             regime = _fit(tr, va, seed)
             row["regime"] = _auc(regime, flagged)
@@ -135,12 +141,28 @@ def run(args) -> list[dict]:
             row["continued"] = _auc(_fit(plain[0][n_tr], plain[1][n_va], seed, init=champion), after)
             y_after = _xy(after)[1]
             row["ensemble"] = float(roc_auc_score(y_after, _raw(regime, flagged) + _raw(new_only, after)))
+            X_new, y_new = _xy(pd.concat([plain[0][n_tr], plain[1][n_va]]))
+            paths = PathTables.of(champion)  # the champion's path contributions, as driftloop.adapt revises them
+            revision, _ = fit_revision(paths.contributions(champion, X_new), y_new, seed)
+            revised = revision.raw(paths.contributions(champion, _xy(after)[0]))
+            row["revised"] = float(roc_auc_score(y_after, revised))
+            row["revised + all"] = float(roc_auc_score(y_after, revised + _raw(all_rows, after)))
             rows.append(row)
         print(f"  seed {seed} done  [load {machine()['loadavg']}]", flush=True)
     return rows
 
 
-STRATEGIES = ("all", "new x0.5", "regime", "regime, regularized", "new only", "continued", "ensemble")
+STRATEGIES = (
+    "all",
+    "new x0.5",
+    "regime",
+    "regime, regularized",
+    "new only",
+    "continued",
+    "ensemble",
+    "revised",
+    "revised + all",
+)
 
 
 def report(rows: list[dict]) -> dict:

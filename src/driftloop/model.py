@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from driftloop.adapt import FORMAT as ADAPTATION_FORMAT
-from driftloop.adapt import RevisedEnsemble
 from driftloop.features import Preprocessor
 
 # the declarative format of the logged model (model.json + booster.txt); bump when either changes incompatibly
@@ -155,6 +153,9 @@ class DriftloopModel:
     # lightgbm: ``booster`` is a LightGBM booster (booster.txt: its text model); linear: a driftloop.linear.LinearModel
     # (booster.txt: its JSON coefficients), chosen by the train stage's algorithm selection
     algorithm: str = "lightgbm"
+    # retrain.adapt: the model revision's evidence on the newest period's rows (driftloop.adapt), for the record; when
+    # adopted, ``booster`` already holds the merged trees (an ordinary LightGBM model)
+    adaptation: dict | None = None
 
     # ------------------------------------------------------------------ declarative form (no pickle)
     def to_dict(self) -> dict:
@@ -170,7 +171,7 @@ class DriftloopModel:
             **({"calibration": self.calibration} if getattr(self, "calibration", None) else {}),
             **({"threshold_objective": self.threshold_objective} if getattr(self, "threshold_objective", None) else {}),
             **({"algorithm": self.algorithm} if getattr(self, "algorithm", "lightgbm") != "lightgbm" else {}),
-            **({"adaptation": ADAPTATION_FORMAT} if self.revised else {}),
+            **({"adaptation": self.adaptation} if getattr(self, "adaptation", None) else {}),
         }
 
     def booster_text(self) -> str:
@@ -192,8 +193,6 @@ class DriftloopModel:
             from driftloop.linear import LinearModel
 
             booster = LinearModel.from_string(booster_text)
-        elif algorithm == "lightgbm" and data.get("adaptation"):  # a retrain adapted by model revision
-            booster = RevisedEnsemble.from_string(booster_text)
         elif algorithm == "lightgbm":
             booster = lgb.Booster(model_str=booster_text)
         else:
@@ -211,6 +210,7 @@ class DriftloopModel:
             ignored=list(data.get("ignored") or []),
             calibration=data.get("calibration"),
             threshold_objective=data.get("threshold_objective"),
+            adaptation=data.get("adaptation"),
         )
 
     def contract(self) -> dict:
@@ -223,8 +223,9 @@ class DriftloopModel:
 
     @property
     def revised(self) -> bool:
-        """A retrain adapted to the newest regime (driftloop.adapt: the retrained and the revised base booster)."""
-        return isinstance(self.booster, RevisedEnsemble)
+        """A retrain adapted to the newest regime (retrain.adapt): its trees are the retrain's and the revised older
+        model's, merged (driftloop.adapt)."""
+        return bool((getattr(self, "adaptation", None) or {}).get("adopted"))
 
     def features(self, raw: pd.DataFrame) -> pd.DataFrame:
         return self.preprocessor.transform(raw)

@@ -297,15 +297,19 @@ def train(
 
 def _adapt(model: DriftloopModel, base, X_recent: pd.DataFrame, y_recent: np.ndarray, params: Params) -> dict:
     """``retrain.adapt`` revise: ``model``'s booster becomes the mean of itself and ``base`` (fitted on train alone:
-    it never saw the newest period) revised on the newest period's rows, when the revision is adopted there."""
+    it never saw the newest period) revised on the newest period's rows, when the revision is adopted there
+    (``driftloop.adapt``: one merged LightGBM model)."""
     from driftloop.adapt import revise
 
     n, positives = len(y_recent), int(np.sum(y_recent))
     if n < params.retrain.adapt_min_rows or positives == 0 or positives == n:
         return {"rows": n, "positives": positives, "adopted": False, "reason": "too few newest-period rows"}
-    ensemble, evidence = revise(model.booster, base, X_recent, y_recent, params.base.seed)
-    if ensemble is not None:
-        model.booster = ensemble
+    merged, evidence = revise(model.booster, base, X_recent, y_recent, params.base.seed)
+    names = model.preprocessor.original_name
+    evidence["delta"] = {names.get(k, k): v for k, v in evidence["delta"].items()}
+    if merged is not None:
+        model.booster = merged
+        model.adaptation = evidence
     return evidence
 
 
