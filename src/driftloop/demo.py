@@ -634,7 +634,8 @@ def _run_year(out: Path, raw: dict, base: Params, demo: DemoParams, say, t_start
                 }
                 say(
                     f"demo: month {i}/{demo.months}: retrained -> v{rec.retrain['version']} "
-                    f"@{rec.retrain['alias']} ({dt_retrain:.0f} s): {rec.retrain['reason']}"
+                    f"@{rec.retrain['alias']}{' (adapted)' if rec.retrain['adapted'] else ''} ({dt_retrain:.0f} s): "
+                    f"{rec.retrain['reason']}"
                 )
             else:  # retrain.keep_labeled_batches: the month's labels join the training data (DVC's output to the log)
                 with _output_to(log):
@@ -781,13 +782,15 @@ def plot_timeline(result: DemoResult, path: Path) -> Path:
 
 
 def _gate_text(retrain: dict) -> str:
-    """`` (gate: 812 unseen rows, 2025-05-27..06-30)``: the rows the gate compared the two models on."""
+    """`` (gate: 812 unseen rows, 2025-05-27..06-30)``: the rows the gate compared the two models on (``adapted; ``
+    first when the retrain's model revision was adopted)."""
     rows = (retrain.get("gate_rows") or {}).get("rows")
     if rows is None:
         return ""
     period = retrain.get("test_period")
     when = f", {period[0]}..{period[1][5:]}" if period else ""
-    return f" (gate: {rows} unseen rows{when})"
+    adapted = "adapted; " if retrain.get("adapted") else ""  # retrain.adapt: the revision was adopted
+    return f" ({adapted}gate: {rows} unseen rows{when})"
 
 
 def write_html(result: DemoResult, png: Path, path: Path) -> Path:
