@@ -162,3 +162,40 @@ def test_a_retrain_gets_the_smaller_budget_and_the_training_data_setting(project
     assert float(logged["training_data.effective_rows_train"]) < float(logged["rows.train"])
     tune_params = client.get_run(info["tune_run_id"]).data.params
     assert tune_params["n_trials"] == "2" and tune_params["training_data.training_data"] == "recency"
+
+
+def test_a_retrain_after_concept_drift_is_adapted_and_says_why(project, monkeypatch):
+    """retrain.adapt (real DVC, MLflow): with a time split that fits half of the newest period, the retrain after a
+    concept-drifted batch revises the older model on it; the train run, its evidence and the model record it."""
+    import json
+
+    import yaml
+
+    from driftloop.config import DriftParams
+
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["split"].update(time_column="application_date", test_size=0.25, valid_size=0.1, time_test_share=0.5)
+    p["retrain"].update(n_trials=2, adapt_min_rows=300)
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    run(["driftloop", "run"], project)
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = load_params("params.yaml")
+    client = tracking.connect(params)
+
+    def train_run():
+        info = json.loads((project / "models/run.json").read_text())
+        return info["run_id"], client.get_run(info["run_id"]).data.params
+
+    run_id, logged = train_run()
+    assert logged["adapted"] == "False"  # the first model: no change in P(y | x) within 2024, the plain model
+    drifted = simulate(1500, 21, start_date="2025-02-01", months=1, drift=DriftParams(concept_drift=1.0))
+    loop.add_labeled_batch(params, "2025-02", drifted, ".")
+    run(["driftloop", "run"], project)
+    run_id, logged = train_run()
+    assert logged["adapted"] == "True"
+    evidence = json.loads(Path(client.download_artifacts(run_id, "adaptation.json", str(project))).read_text())
+    assert evidence["adopted"] and evidence["z"] >= 1.645 and evidence["rows"] >= 300
+    assert evidence["log_loss_revised_oof"] < evidence["log_loss_base"]
+    model = pipeline.load_pickle(project / "models/model.pkl")
+    assert model.revised and model.to_dict()["adaptation"]["delta"]  # the record travels in model.json
