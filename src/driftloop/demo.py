@@ -158,7 +158,7 @@ class DemoResult:
     def gap_closed(self) -> dict[str, Any]:
         """Per drifted month with an oracle: (loop - never) / (oracle - never); the first month after the first
         retrain, and the mean over the drifted months after it."""
-        first = next((m.month for m in self.months if m.retrain), None)
+        first = next((m.month for m in self.months if m.retrain and m.drifted), None)  # not a false alarm before
         out: dict[str, Any] = {"first_month_after_retrain": None, "mean_after_retrain": None}
         vals = []
         for m in self.months:
