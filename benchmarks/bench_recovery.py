@@ -1,13 +1,15 @@
 """Benchmark of the loop's recovery after a drift (issue 12): the real loop (``driftloop demo``: DVC, MLflow, Optuna,
 the fair gate), several seeds and drift kinds, with ``retrain.adapt`` and ``split.time_test_share`` side by side.
 
-Each run is the demo's year cut after the month that follows the first drifted one (``--months``, default 7 with the
-drift from month 6): the first model on ``demo.initial_rows`` rows of 2024 (time split, ``demo.n_trials`` trials),
-months 1-5 without drift (labeled, kept), month 6 drifted (``--kinds``: covariate shift, concept drift, or both at
-magnitude 1), which triggers the retrain, and month 7 where the loop's model is read against never retraining and the
-oracle (a model trained on ``demo.oracle_rows`` post-drift rows). Gap closed = (loop - never) / (oracle - never) in
-month 7: what issue 12 asks to reach 80 %. A run whose month 6 does not retrain, or whose retrain is not promoted,
-counts with the model in force (that is what the loop delivers).
+Each run is the demo's year cut two months after the first drifted one (``--months``, default 8 with the drift from
+month 6): the first model on ``demo.initial_rows`` rows of 2024 (time split, ``demo.n_trials`` trials), months 1-5
+without drift (labeled, kept), then drifted months (``--kinds``: covariate shift, concept drift, or both at magnitude
+1). The first retrain in a drifted month (usually month 6; month 7 when the first drifted month's drop was not
+significant) is followed by the month where the loop's model is read against never retraining and the oracle (a
+model trained on ``demo.oracle_rows`` post-drift rows). Gap closed = (loop - never) / (oracle - never) in that month:
+what issue 12 asks to reach 80 %. A retrain that is not promoted counts with the model in force (that is what the
+loop delivers); a run with no retrain in a drifted month, or none early enough to be read, has no such month and
+is listed, not averaged (a false retrain before the drift does not count as the first).
 
 ``--shares 1.0,0.5``: the test share of the newest period. 1.0 is the classic time split (the triggering month is
 the gate's test rows and none of it is fitted); 0.5 holds out half of it (stratified) as the gate's unseen test rows
@@ -128,20 +130,23 @@ def report(rows: list[dict], args) -> None:
                 f"all kinds, share {share:.2f}, adapt {adapt}: "
                 f"gap closed {statistics.fmean(gaps):.0%} over {len(gaps)} runs"
             )
+    unread = [f"seed {r['seed']} {r['kind']} {r.get('adapt', 'none')}" for r in rows if r.get("loop") is None]
+    if unread:
+        print(f"no retrain in a drifted month early enough to be read: {', '.join(unread)}")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--seeds",
-        type=lambda v: [int(x) for x in v.split(",")] if "," in v else list(range(int(v))),
+        type=lambda v: [int(x) for x in v.split(",") if x] if "," in v else list(range(int(v))),
         default=[0, 1, 2],
-        help="a count (0..N-1) or a comma list",
+        help='a count (0..N-1) or a comma list (one seed: "4,")',
     )
     ap.add_argument("--kinds", type=lambda v: v.split(","), default=["covariate", "concept"])
     ap.add_argument("--shares", type=lambda v: [float(x) for x in v.split(",")], default=[1.0, 0.5])
     ap.add_argument("--adapts", type=lambda v: v.split(","), default=["none", "revise"], help="retrain.adapt values")
-    ap.add_argument("--months", type=int, default=7, help="months of the demo year (drift from demo.drift_from_month)")
+    ap.add_argument("--months", type=int, default=8, help="months of the demo year (drift from demo.drift_from_month)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--report", type=Path, help="print the report of a --json file instead of running")
     args = ap.parse_args(argv)
