@@ -166,14 +166,21 @@ def test_a_changed_source_file_reruns_ingest_and_retrains(project):
     assert "loans.csv" not in lock  # the fingerprint's hash is in dvc.lock, not the source's settings
 
     # unchanged: only the fingerprint runs, fast, both ways
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    noop = run(["dvc", "repro"], project)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    def cpu_of(cmd: list[str]):
+        """The command's result and its CPU seconds (with the processes it starts): wall time depends on what else
+        runs, and CPU time on the load too, so it is compared with `dvc status` measured beside it."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        res = run(cmd, project)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return res, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    _, status_cpu = cpu_of(["dvc", "status"])
+    noop, cpu = cpu_of(["dvc", "repro"])
     assert _ran(noop) == {"source"}
     assert "Running stage 'ingest'" not in run(["driftloop", "run"], project).stdout
-    # CPU seconds (dvc and the `driftloop source` process it starts): wall time depends on what else runs
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    assert cpu < 3.0, cpu
+    # quiet: 2.4 CPU s; the test suite beside it took it to 3.1: what is added to DVC's own status check is the
+    # fingerprint process, never a stage
+    assert cpu < 2 * status_cpu + 1.0, (cpu, status_cpu)
     # the same bytes written again (new mtime): hashed again, still nothing to do
     csv.write_bytes(csv.read_bytes())
     assert _ran(run(["dvc", "repro"], project)) == {"source"}
